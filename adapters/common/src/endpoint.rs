@@ -1,0 +1,39 @@
+//! Turning the config into what the core needs for each endpoint.
+
+use crate::config::{Config, EndpointConfig};
+use crate::recording_dir::{LoadError, RecordingDir};
+use ouli_core::engine::{MatchPolicy, ReplayIndex};
+use ouli_core::proxy::{Mode, ProxySettings};
+
+/// The `Host` value Ouli sends upstream: the target host, with the port
+/// unless it is the scheme's default (80 for http).
+pub fn upstream_authority(endpoint: &EndpointConfig) -> String {
+    if endpoint.target_port == 80 {
+        endpoint.target_host.clone()
+    } else if endpoint.target_host.contains(':') && !endpoint.target_host.starts_with('[') {
+        format!("[{}]:{}", endpoint.target_host, endpoint.target_port)
+    } else {
+        format!("{}:{}", endpoint.target_host, endpoint.target_port)
+    }
+}
+
+/// The core's settings for one endpoint's connections.
+pub fn proxy_settings(config: &Config, endpoint: &EndpointConfig, mode: Mode) -> ProxySettings {
+    let mut s = ProxySettings::new(mode, upstream_authority(endpoint));
+    s.policy = MatchPolicy {
+        redact_request_headers: endpoint.redact_request_headers.clone(),
+        match_request_headers: endpoint.match_request_headers.clone(),
+    };
+    s.max_body_bytes = config.max_recorded_body_bytes;
+    s.header_read_timeout = config.header_read_timeout;
+    s.idle_timeout = config.idle_timeout;
+    s.upstream_response_timeout = config.upstream_response_timeout;
+    s
+}
+
+/// Loads every recording under `dir` into a replay index. A file that does
+/// not parse is an error naming the file and the reason.
+pub fn load_replay_index(dir: &RecordingDir) -> Result<ReplayIndex, LoadError> {
+    let recordings = dir.load_all()?;
+    Ok(ReplayIndex::new(recordings.into_iter().map(|(_, r)| r)))
+}

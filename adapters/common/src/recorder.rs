@@ -1,0 +1,54 @@
+//! Record mode's store: appends interactions to their test's recording and
+//! writes the file atomically after each one.
+
+use crate::recording_dir::RecordingDir;
+use ouli_core::store::{Interaction, Recording};
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Collects the interactions of a record run, one [`Recording`] per test.
+///
+/// The first interaction a run stores for a test starts that test's
+/// recording afresh (the test is re-recorded); tests the run never sees keep
+/// their files untouched. Each store rewrites the test's file with
+/// [`RecordingDir::write_atomic`], so what is on disk is always a whole,
+/// parseable recording. The methods block on file I/O: adapters call them
+/// from a blocking context.
+pub struct Recorder {
+    dir: RecordingDir,
+    tests: Mutex<HashMap<String, Arc<Mutex<Recording>>>>,
+}
+
+impl Recorder {
+    /// A recorder writing under `dir`.
+    pub fn new(dir: RecordingDir) -> Self {
+        Recorder {
+            dir,
+            tests: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Appends `interaction` to `test_name`'s recording and writes the file.
+    /// Interactions of one test are written in the order this is called.
+    pub fn store(&self, test_name: &str, interaction: Interaction) -> io::Result<PathBuf> {
+        let recording = {
+            let mut tests = self.tests.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(
+                tests
+                    .entry(test_name.to_owned())
+                    .or_insert_with(|| Arc::new(Mutex::new(Recording::new(test_name)))),
+            )
+        };
+        // One test's writes are serialized; different tests write in parallel.
+        let mut recording = recording.lock().unwrap_or_else(|e| e.into_inner());
+        recording.interactions.push(interaction);
+        self.dir.write_atomic(&recording)
+    }
+
+    /// Number of tests recorded in this run.
+    pub fn tests_recorded(&self) -> usize {
+        self.tests.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}

@@ -1,0 +1,1245 @@
+//! One client connection's state machine: the HTTP/1.1 codec joined to the
+//! record/replay engine.
+//!
+//! The caller (an adapter) owns the sockets, the clock and the files. It feeds
+//! what happened in with the `handle_*` methods and carries out what
+//! [`Connection::poll_output`] hands back, in order, until it returns `None`:
+//!
+//! ```text
+//!   client bytes ──► handle_client_bytes ─┐            ┌─► Output::ToClient
+//! upstream bytes ──► handle_upstream_bytes├─► Connection├─► Output::ToUpstream / OpenUpstream / ReleaseUpstream
+//!      time      ──► handle_timeout       ┘            ├─► Output::Store (record mode)
+//!                                                      └─► Output::CloseClient, poll_timeout()
+//! ```
+//!
+//! Exchanges on one connection run one after another: a pipelined request is
+//! not parsed until the answer to the one before it has been queued, so
+//! answers always leave in request order.
+
+use crate::engine::{
+    forwardable_request_headers, redact_headers, test_name, FingerprintBuilder, Lookup,
+    MatchPolicy, MissReport, ReplayIndex, TEST_NAME_HEADER,
+};
+use crate::h1::{
+    encode_chunk, encode_last_chunk, encode_request_head, encode_response_head, BodyFraming,
+    BodyKind, H1Error, H1Limits, RequestDecoder, RequestEvent, ResponseDecoder, ResponseEvent,
+};
+use crate::message::{is_hop_by_hop, list_contains, Header, RequestHead, ResponseHead, Version};
+use crate::store::{Framing, Interaction, RecordedRequest, RecordedResponse};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest request or response body Ouli records or matches by default (64 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Unparsed client bytes held before [`Connection::wants_client_read`] says stop.
+pub const MAX_CLIENT_BUFFER_BYTES: usize = 64 * 1024;
+/// Unparsed upstream bytes held before [`Connection::wants_upstream_read`] says stop.
+pub const MAX_UPSTREAM_BUFFER_BYTES: usize = 64 * 1024;
+/// Status of a replay miss. 599 is in the server-error class, is not retried
+/// by common retry policies (which retry 502, 503, 504), and cannot be
+/// confused with a recorded answer such as a real 404.
+pub const MISS_STATUS: u16 = 599;
+/// Response header on a miss carrying the live request's fingerprint.
+pub const MISS_FINGERPRINT_HEADER: &str = "x-ouli-fingerprint";
+
+/// What the proxy does with requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward to the upstream and store every exchange.
+    Record,
+    /// Answer from recordings only; never open an upstream connection.
+    Replay,
+}
+
+/// Settings for the connections of one endpoint.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Record or replay.
+    pub mode: Mode,
+    /// What is matched and redacted.
+    pub policy: MatchPolicy,
+    /// The `Host` value sent upstream, e.g. `api.example.com` or `127.0.0.1:9000`.
+    pub upstream_authority: Bytes,
+    /// Request head limits.
+    pub limits: H1Limits,
+    /// Largest request body accepted (413 past it) and largest response body recorded.
+    pub max_body_bytes: usize,
+    /// From the first byte of a request head to its end; past it, 408 and close.
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may sit with no request; past it, close.
+    pub idle_timeout: Duration,
+    /// Longest silence from the upstream while an answer is awaited; past it, 504.
+    pub upstream_response_timeout: Duration,
+}
+
+impl ProxySettings {
+    /// Settings with the default limits and timeouts.
+    pub fn new(mode: Mode, upstream_authority: impl Into<Bytes>) -> Self {
+        ProxySettings {
+            mode,
+            policy: MatchPolicy::default(),
+            upstream_authority: upstream_authority.into(),
+            limits: H1Limits::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            upstream_response_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Something the adapter must do, returned by [`Connection::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Write these bytes to the client, before acting on anything after them.
+    ToClient(Bytes),
+    /// Connect to the endpoint's upstream (or take an idle pooled connection),
+    /// then call [`Connection::upstream_connected`] or
+    /// [`Connection::upstream_failed`].
+    OpenUpstream,
+    /// Write these bytes to the upstream connection.
+    ToUpstream(Bytes),
+    /// The exchange on the upstream connection is over: put it back in the
+    /// pool when `reusable`, close it otherwise.
+    ReleaseUpstream {
+        /// Whether the connection can carry another request.
+        reusable: bool,
+    },
+    /// Record mode: append this interaction to the test's recording.
+    Store {
+        /// The test the interaction belongs to.
+        test_name: String,
+        /// The redacted interaction.
+        interaction: Box<Interaction>,
+    },
+    /// Something worth counting or logging.
+    Event(ProxyEvent),
+    /// Close the client connection once everything before this is written.
+    CloseClient,
+}
+
+/// Observations for logs and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// A request was answered from a recording.
+    Replayed {
+        /// The test.
+        test_name: String,
+        /// `METHOD target`.
+        request_line: String,
+    },
+    /// A request had no recording; answered with [`MISS_STATUS`].
+    Missed(Box<MissReport>),
+    /// An exchange was forwarded and handed over for storing.
+    Recorded {
+        /// The test.
+        test_name: String,
+        /// `METHOD target`.
+        request_line: String,
+        /// The upstream's status.
+        status: u16,
+    },
+    /// A forwarded exchange could not be recorded (for example its body is
+    /// over the limit); the client still got the upstream's answer.
+    NotRecorded {
+        /// The test.
+        test_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The client broke a protocol rule; it got `status` and the connection closed.
+    ClientError {
+        /// The status sent.
+        status: u16,
+        /// The one-line reason.
+        reason: String,
+    },
+    /// The upstream failed; the client got `status` (or a cut connection if
+    /// the answer had already started).
+    UpstreamError {
+        /// The status sent, 502 or 504 (0 if the answer had already started).
+        status: u16,
+        /// The one-line reason.
+        reason: String,
+    },
+}
+
+/// Why the adapter could not reach the upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// Connecting took longer than the configured connect timeout (504).
+    ConnectTimeout,
+    /// Connecting failed, with the reason (502).
+    Connect(String),
+    /// The pool's in-flight limit stayed full past its timeout (503).
+    Overloaded(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// No request in progress: close quietly.
+    Idle,
+    /// A request head or body is arriving too slowly: 408.
+    ClientRead,
+    /// The upstream is silent while an answer is awaited: 504.
+    Upstream,
+}
+
+/// What the connection knows about the request being answered.
+struct Request {
+    test_name: String,
+    request_line: String,
+    client_version: Version,
+    keep_alive: bool,
+    is_head: bool,
+    method: Bytes,
+    target: Bytes,
+    /// Headers as forwarded: hop-by-hop, test name and Expect removed, Host rewritten.
+    headers: Vec<Header>,
+    fingerprint: FingerprintBuilder,
+    body: BytesMut,
+}
+
+impl Request {
+    fn recorded(&self, policy: &MatchPolicy) -> RecordedRequest {
+        let mut headers = self.headers.clone();
+        redact_headers(policy, &mut headers);
+        RecordedRequest {
+            method: self.method.clone(),
+            target: self.target.clone(),
+            headers,
+            body: self.body.clone().freeze(),
+        }
+    }
+}
+
+enum UpstreamLeg {
+    /// Asked the adapter to connect; these bytes wait for the connection.
+    Connecting(Vec<Bytes>),
+    Connected,
+}
+
+enum ResponseProgress {
+    AwaitingHead,
+    Body(Box<ResponseInProgress>),
+}
+
+struct ResponseInProgress {
+    head: ResponseHead,
+    upstream_kind: BodyKind,
+    client_framing: BodyFraming,
+    reusable: bool,
+    chunks: Vec<Bytes>,
+    current_chunk: BytesMut,
+    trailers: Vec<Header>,
+    recorded_bytes: usize,
+    over_limit: bool,
+}
+
+struct RecordExchange {
+    request: Request,
+    request_framing: BodyFraming,
+    request_done: bool,
+    upstream: UpstreamLeg,
+    response: ResponseProgress,
+}
+
+enum Phase {
+    /// Between requests, or reading a request head.
+    Idle,
+    /// Replay: reading the request body to match it.
+    ReplayBody(Box<Request>),
+    /// Record: exchanging with the upstream.
+    Record(Box<RecordExchange>),
+    /// Everything queued is written, then the connection closes.
+    Closing,
+}
+
+/// One client connection. See the module docs.
+pub struct Connection {
+    settings: Arc<ProxySettings>,
+    index: Option<Arc<ReplayIndex>>,
+    client_in: BytesMut,
+    upstream_in: BytesMut,
+    requests: RequestDecoder,
+    responses: ResponseDecoder,
+    phase: Phase,
+    out: VecDeque<Output>,
+    deadline: Option<(Instant, Timer)>,
+    client_eof: bool,
+    shutting_down: bool,
+}
+
+impl Connection {
+    /// A new connection accepted at `now`. Replay mode needs `index`.
+    pub fn new(
+        settings: Arc<ProxySettings>,
+        index: Option<Arc<ReplayIndex>>,
+        now: Instant,
+    ) -> Self {
+        let limits = settings.limits;
+        let idle = settings.idle_timeout;
+        Connection {
+            settings,
+            index,
+            client_in: BytesMut::new(),
+            upstream_in: BytesMut::new(),
+            requests: RequestDecoder::new(limits),
+            responses: ResponseDecoder::new(limits),
+            phase: Phase::Idle,
+            out: VecDeque::new(),
+            deadline: Some((now + idle, Timer::Idle)),
+            client_eof: false,
+            shutting_down: false,
+        }
+    }
+
+    /// Bytes arrived from the client.
+    pub fn handle_client_bytes(&mut self, now: Instant, data: &[u8]) {
+        if matches!(self.phase, Phase::Closing) || data.is_empty() {
+            return;
+        }
+        self.client_in.extend_from_slice(data);
+        self.process(now);
+    }
+
+    /// The client closed its side of the connection.
+    pub fn handle_client_eof(&mut self, now: Instant) {
+        self.client_eof = true;
+        self.process(now);
+    }
+
+    /// Bytes arrived from the upstream.
+    pub fn handle_upstream_bytes(&mut self, now: Instant, data: &[u8]) {
+        if !matches!(self.phase, Phase::Record(_)) || data.is_empty() {
+            return;
+        }
+        self.upstream_in.extend_from_slice(data);
+        self.arm(
+            now + self.settings.upstream_response_timeout,
+            Timer::Upstream,
+        );
+        self.process(now);
+    }
+
+    /// The upstream closed its side of the connection.
+    pub fn handle_upstream_eof(&mut self, now: Instant) {
+        let Phase::Record(ex) = &mut self.phase else {
+            return;
+        };
+        if !matches!(ex.upstream, UpstreamLeg::Connected) {
+            return;
+        }
+        // Let the decoder see what is buffered first, then the close.
+        self.process(now);
+        match &self.phase {
+            // The same exchange is still waiting on this connection.
+            Phase::Record(ex) if matches!(ex.upstream, UpstreamLeg::Connected) => {}
+            _ => return,
+        }
+        loop {
+            let Phase::Record(_) = &self.phase else {
+                return;
+            };
+            match self.responses.decode_eof(&mut self.upstream_in) {
+                Ok(Some(ev)) => {
+                    if !self.on_response_event(now, ev) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.upstream_broke(format!("upstream closed the connection: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Phase::Record(ex) = &self.phase {
+            if matches!(ex.response, ResponseProgress::AwaitingHead) {
+                self.upstream_broke("upstream closed the connection before answering".into());
+            }
+        }
+        self.process(now);
+    }
+
+    /// The connection asked for with [`Output::OpenUpstream`] is ready.
+    pub fn upstream_connected(&mut self, now: Instant) {
+        let Phase::Record(ex) = &mut self.phase else {
+            return;
+        };
+        if let UpstreamLeg::Connecting(queued) =
+            std::mem::replace(&mut ex.upstream, UpstreamLeg::Connected)
+        {
+            for bytes in queued {
+                self.out.push_back(Output::ToUpstream(bytes));
+            }
+        }
+        self.upstream_in.clear();
+        self.arm(
+            now + self.settings.upstream_response_timeout,
+            Timer::Upstream,
+        );
+        self.process(now);
+    }
+
+    /// The connection asked for with [`Output::OpenUpstream`] could not be made.
+    pub fn upstream_failed(&mut self, now: Instant, failure: UpstreamFailure) {
+        if !matches!(self.phase, Phase::Record(_)) {
+            return;
+        }
+        let (status, reason) = match failure {
+            UpstreamFailure::ConnectTimeout => {
+                (504, "timed out connecting to the upstream".to_owned())
+            }
+            UpstreamFailure::Connect(why) => {
+                (502, format!("could not connect to the upstream: {why}"))
+            }
+            UpstreamFailure::Overloaded(why) => (503, why),
+        };
+        self.phase = Phase::Idle;
+        self.send_error(status, &reason, true);
+        self.out
+            .push_back(Output::Event(ProxyEvent::UpstreamError { status, reason }));
+        self.process(now);
+    }
+
+    /// Time has reached `now`; act on any deadline that passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some((at, timer)) = self.deadline else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        self.deadline = None;
+        match timer {
+            Timer::Idle => self.close(),
+            Timer::ClientRead => {
+                let reason = "the request did not arrive within the read timeout";
+                if let Phase::Record(_) = self.phase {
+                    self.out
+                        .push_back(Output::ReleaseUpstream { reusable: false });
+                }
+                self.phase = Phase::Idle;
+                self.send_error(408, reason, true);
+                self.out.push_back(Output::Event(ProxyEvent::ClientError {
+                    status: 408,
+                    reason: reason.into(),
+                }));
+            }
+            Timer::Upstream => {
+                self.upstream_broke(format!(
+                    "the upstream did not answer within {} ms",
+                    self.settings.upstream_response_timeout.as_millis()
+                ));
+            }
+        }
+    }
+
+    /// Stop taking new requests: the exchange in flight finishes, then the
+    /// connection closes. An idle connection closes at once.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        self.process(now);
+    }
+
+    /// The next output to carry out, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline.map(|(at, _)| at)
+    }
+
+    /// Whether the adapter should read more client bytes now. False while
+    /// enough input is buffered or the connection is closing: this is the
+    /// backpressure toward the client.
+    pub fn wants_client_read(&self) -> bool {
+        !self.client_eof
+            && !matches!(self.phase, Phase::Closing)
+            && self.client_in.len() < MAX_CLIENT_BUFFER_BYTES
+    }
+
+    /// Whether the adapter should read more upstream bytes now.
+    pub fn wants_upstream_read(&self) -> bool {
+        match &self.phase {
+            Phase::Record(ex) => {
+                matches!(ex.upstream, UpstreamLeg::Connected)
+                    && self.upstream_in.len() < MAX_UPSTREAM_BUFFER_BYTES
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the connection is finished: after [`Output::CloseClient`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closing)
+    }
+
+    /// Whether no exchange is in progress (nothing would be lost by closing).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle) && self.client_in.is_empty() && self.requests.is_idle()
+    }
+
+    fn arm(&mut self, at: Instant, timer: Timer) {
+        self.deadline = Some((at, timer));
+    }
+
+    fn queue_client(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(Output::ToClient(prev)) = self.out.back_mut() {
+            // Coalesce adjacent writes: one syscall per answer, not per part.
+            let mut joined = BytesMut::with_capacity(prev.len() + bytes.len());
+            joined.extend_from_slice(prev);
+            joined.extend_from_slice(&bytes);
+            *prev = joined.freeze();
+            return;
+        }
+        self.out.push_back(Output::ToClient(bytes));
+    }
+
+    fn close(&mut self) {
+        if !matches!(self.phase, Phase::Closing) {
+            self.phase = Phase::Closing;
+            self.deadline = None;
+            self.out.push_back(Output::CloseClient);
+            self.client_in = BytesMut::new();
+            self.upstream_in = BytesMut::new();
+        }
+    }
+
+    /// Answers with a short plain-text error; `close` ends the connection after it.
+    fn send_error(&mut self, status: u16, reason: &str, close: bool) {
+        let body = format!("{} {}: {reason}\n", status, reason_phrase(status));
+        let mut headers = vec![
+            Header::new("content-type", "text/plain; charset=utf-8"),
+            Header::new("x-ouli-error", sanitize_header_value(reason)),
+        ];
+        if close {
+            headers.push(Header::new("connection", "close"));
+        }
+        let head = ResponseHead {
+            status,
+            reason: Bytes::from_static(reason_phrase(status).as_bytes()),
+            version: Version::Http11,
+            headers,
+        };
+        let mut buf = BytesMut::with_capacity(256 + body.len());
+        encode_response_head(&head, BodyFraming::Length(body.len() as u64), &mut buf);
+        buf.extend_from_slice(body.as_bytes());
+        self.queue_client(buf.freeze());
+        if close {
+            self.close();
+        }
+    }
+
+    /// Runs the state machine until it needs more input.
+    fn process(&mut self, now: Instant) {
+        loop {
+            let progressed = match &self.phase {
+                Phase::Closing => return,
+                Phase::Idle => self.step_idle(now),
+                Phase::ReplayBody(_) => self.step_replay_body(now),
+                Phase::Record(_) => self.step_record(now),
+            };
+            if !progressed {
+                break;
+            }
+        }
+        if self.client_in.is_empty() && self.client_in.capacity() > 0 {
+            // An idle connection holds no buffer.
+            self.client_in = BytesMut::new();
+        }
+        if self.upstream_in.is_empty() && self.upstream_in.capacity() > 0 {
+            self.upstream_in = BytesMut::new();
+        }
+    }
+
+    fn step_idle(&mut self, now: Instant) -> bool {
+        if self.shutting_down && self.requests.is_idle() && self.client_in.is_empty() {
+            self.close();
+            return false;
+        }
+        match self.requests.decode(&mut self.client_in) {
+            Ok(Some(RequestEvent::Head(head, kind))) => {
+                self.start_exchange(now, head, kind);
+                true
+            }
+            Ok(Some(other)) => {
+                debug_assert!(false, "body event {other:?} while idle");
+                self.close();
+                false
+            }
+            Ok(None) => {
+                if self.client_eof {
+                    if !self.requests.is_idle() || !self.client_in.is_empty() {
+                        let reason = "client closed the connection in the middle of a request head";
+                        self.out.push_back(Output::Event(ProxyEvent::ClientError {
+                            status: 400,
+                            reason: reason.into(),
+                        }));
+                    }
+                    self.close();
+                } else if self.shutting_down && self.client_in.is_empty() {
+                    self.close();
+                } else if self.client_in.is_empty() && self.requests.is_idle() {
+                    if !matches!(self.deadline, Some((_, Timer::Idle))) {
+                        self.arm(now + self.settings.idle_timeout, Timer::Idle);
+                    }
+                } else if !matches!(self.deadline, Some((_, Timer::ClientRead))) {
+                    self.arm(now + self.settings.header_read_timeout, Timer::ClientRead);
+                }
+                false
+            }
+            Err(e) => {
+                self.reject(&e);
+                false
+            }
+        }
+    }
+
+    fn reject(&mut self, e: &H1Error) {
+        let status = e.status();
+        let reason = e.to_string();
+        self.out.push_back(Output::Event(ProxyEvent::ClientError {
+            status,
+            reason: reason.clone(),
+        }));
+        self.phase = Phase::Idle;
+        self.send_error(status, &reason, true);
+    }
+
+    fn start_exchange(&mut self, now: Instant, head: RequestHead, kind: BodyKind) {
+        let settings = Arc::clone(&self.settings);
+        let keep_alive = match head.version {
+            Version::Http11 => !list_contains(&head.headers, "connection", "close"),
+            Version::Http10 => list_contains(&head.headers, "connection", "keep-alive"),
+        } && !self.shutting_down;
+        if let BodyKind::Length(n) = kind {
+            if n > settings.max_body_bytes as u64 {
+                let reason = format!(
+                    "request body of {n} bytes is over the limit of {} bytes (max_recorded_body_bytes)",
+                    settings.max_body_bytes
+                );
+                self.out.push_back(Output::Event(ProxyEvent::ClientError {
+                    status: 413,
+                    reason: reason.clone(),
+                }));
+                self.send_error(413, &reason, true);
+                return;
+            }
+        }
+        let mut headers = forwardable_request_headers(&head);
+        match headers.iter_mut().find(|h| h.is("host")) {
+            Some(h) => h.value = settings.upstream_authority.clone(),
+            None => headers.insert(0, Header::new("host", settings.upstream_authority.clone())),
+        }
+        let fingerprint =
+            FingerprintBuilder::new(&settings.policy, &head.method, &head.target, &headers);
+        let request = Request {
+            test_name: test_name(&head.headers),
+            request_line: format!(
+                "{} {}",
+                String::from_utf8_lossy(&head.method),
+                String::from_utf8_lossy(&head.target)
+            ),
+            client_version: head.version,
+            keep_alive,
+            is_head: head.is_head(),
+            method: head.method.clone(),
+            target: head.target.clone(),
+            headers,
+            fingerprint,
+            body: BytesMut::new(),
+        };
+        if kind != BodyKind::Empty
+            && head.version == Version::Http11
+            && list_contains(&head.headers, "expect", "100-continue")
+        {
+            // Ouli answers 100-continue itself (Expect is not forwarded): the
+            // body is what it needs in both modes.
+            self.queue_client(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        }
+        self.arm(now + settings.idle_timeout, Timer::ClientRead);
+        match settings.mode {
+            Mode::Replay => self.phase = Phase::ReplayBody(Box::new(request)),
+            Mode::Record => {
+                let request_framing = match kind {
+                    BodyKind::Empty => BodyFraming::None,
+                    BodyKind::Length(n) => BodyFraming::Length(n),
+                    BodyKind::Chunked | BodyKind::CloseDelimited => BodyFraming::Chunked,
+                };
+                let out_head = RequestHead {
+                    method: request.method.clone(),
+                    target: request.target.clone(),
+                    version: Version::Http11,
+                    headers: request.headers.clone(),
+                };
+                let mut buf = BytesMut::with_capacity(512);
+                encode_request_head(&out_head, request_framing, &mut buf);
+                self.responses.begin_response(request.is_head);
+                self.upstream_in = BytesMut::new();
+                self.out.push_back(Output::OpenUpstream);
+                self.phase = Phase::Record(Box::new(RecordExchange {
+                    request,
+                    request_framing,
+                    // Set once the decoder yields the request's End, even for no body.
+                    request_done: false,
+                    upstream: UpstreamLeg::Connecting(vec![buf.freeze()]),
+                    response: ResponseProgress::AwaitingHead,
+                }));
+            }
+        }
+    }
+
+    /// Appends a request body piece to the buffered copy, enforcing the limit.
+    fn take_body_piece(request: &mut Request, data: &[u8], limit: usize) -> Result<(), String> {
+        if request.body.len() + data.len() > limit {
+            return Err(format!(
+                "request body is over the limit of {limit} bytes (max_recorded_body_bytes)"
+            ));
+        }
+        request.fingerprint.update(data);
+        request.body.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn step_replay_body(&mut self, now: Instant) -> bool {
+        let limit = self.settings.max_body_bytes;
+        let Phase::ReplayBody(request) = &mut self.phase else {
+            return false;
+        };
+        match self.requests.decode(&mut self.client_in) {
+            Ok(Some(RequestEvent::Data(data))) => {
+                if let Err(reason) = Self::take_body_piece(request, &data, limit) {
+                    self.too_large(reason);
+                    return false;
+                }
+                self.arm(now + self.settings.idle_timeout, Timer::ClientRead);
+                true
+            }
+            Ok(Some(RequestEvent::ChunkEnd | RequestEvent::Trailers(_))) => true,
+            Ok(Some(RequestEvent::End)) => {
+                let Phase::ReplayBody(request) = std::mem::replace(&mut self.phase, Phase::Idle)
+                else {
+                    return false;
+                };
+                self.answer_from_recording(now, *request);
+                true
+            }
+            Ok(Some(RequestEvent::Head(..))) => {
+                debug_assert!(false, "head inside a body");
+                self.close();
+                false
+            }
+            Ok(None) => {
+                if self.client_eof {
+                    self.reject(&H1Error::UnexpectedEof);
+                }
+                false
+            }
+            Err(e) => {
+                self.reject(&e);
+                false
+            }
+        }
+    }
+
+    fn too_large(&mut self, reason: String) {
+        if let Phase::Record(ex) = &self.phase {
+            let started = matches!(ex.response, ResponseProgress::Body(_));
+            self.out
+                .push_back(Output::ReleaseUpstream { reusable: false });
+            if started {
+                self.out
+                    .push_back(Output::Event(ProxyEvent::ClientError { status: 0, reason }));
+                self.close();
+                return;
+            }
+        }
+        self.out.push_back(Output::Event(ProxyEvent::ClientError {
+            status: 413,
+            reason: reason.clone(),
+        }));
+        self.phase = Phase::Idle;
+        self.send_error(413, &reason, true);
+    }
+
+    fn answer_from_recording(&mut self, now: Instant, mut request: Request) {
+        let settings = Arc::clone(&self.settings);
+        let fingerprint = std::mem::replace(
+            &mut request.fingerprint,
+            FingerprintBuilder::new(&settings.policy, b"", b"", &[]),
+        )
+        .finish();
+        let recorded = request.recorded(&settings.policy);
+        let lookup = match &self.index {
+            Some(index) => {
+                index.lookup(&settings.policy, &request.test_name, &recorded, fingerprint)
+            }
+            None => Lookup::Miss(MissReport {
+                test_name: request.test_name.clone(),
+                fingerprint,
+                request_line: request.request_line.clone(),
+                reason: "no recordings are loaded".into(),
+                candidates: Vec::new(),
+            }),
+        };
+        match lookup {
+            Lookup::Hit(interaction) => {
+                let close = !request.keep_alive || self.shutting_down;
+                let close = write_recorded_response(&interaction.response, &request, close, |b| {
+                    self.queue_client(b)
+                });
+                self.out.push_back(Output::Event(ProxyEvent::Replayed {
+                    test_name: request.test_name,
+                    request_line: request.request_line,
+                }));
+                if close {
+                    self.close();
+                }
+            }
+            Lookup::Miss(report) => {
+                let body = report.to_text();
+                let close = !request.keep_alive || self.shutting_down;
+                let mut headers = vec![
+                    Header::new("content-type", "text/plain; charset=utf-8"),
+                    Header::new("x-ouli-miss", "true"),
+                    Header::new(MISS_FINGERPRINT_HEADER, report.fingerprint.to_string()),
+                    Header::new(TEST_NAME_HEADER, sanitize_header_value(&report.test_name)),
+                ];
+                if close {
+                    headers.push(Header::new("connection", "close"));
+                }
+                let head = ResponseHead {
+                    status: MISS_STATUS,
+                    reason: Bytes::from_static(reason_phrase(MISS_STATUS).as_bytes()),
+                    version: Version::Http11,
+                    headers,
+                };
+                let mut buf = BytesMut::with_capacity(512 + body.len());
+                encode_response_head(&head, BodyFraming::Length(body.len() as u64), &mut buf);
+                if !request.is_head {
+                    buf.extend_from_slice(body.as_bytes());
+                }
+                self.queue_client(buf.freeze());
+                self.out
+                    .push_back(Output::Event(ProxyEvent::Missed(Box::new(report))));
+                if close {
+                    self.close();
+                }
+            }
+        }
+        if !matches!(self.phase, Phase::Closing) {
+            self.arm(now + settings.idle_timeout, Timer::Idle);
+        }
+    }
+
+    fn step_record(&mut self, now: Instant) -> bool {
+        let limit = self.settings.max_body_bytes;
+        let Phase::Record(ex) = &mut self.phase else {
+            return false;
+        };
+        // Response first: it may finish the exchange.
+        if matches!(ex.upstream, UpstreamLeg::Connected) {
+            match self.responses.decode(&mut self.upstream_in) {
+                Ok(Some(ev)) => return self.on_response_event(now, ev),
+                Ok(None) => {}
+                Err(e) => {
+                    self.upstream_broke(format!("upstream sent an invalid response: {e}"));
+                    return false;
+                }
+            }
+        }
+        let Phase::Record(ex) = &mut self.phase else {
+            return false;
+        };
+        if ex.request_done || !matches!(ex.upstream, UpstreamLeg::Connected) {
+            return false;
+        }
+        match self.requests.decode(&mut self.client_in) {
+            Ok(Some(RequestEvent::Data(data))) => {
+                if let Err(reason) = Self::take_body_piece(&mut ex.request, &data, limit) {
+                    self.too_large(reason);
+                    return false;
+                }
+                let bytes = match ex.request_framing {
+                    BodyFraming::Chunked => {
+                        let mut b = BytesMut::with_capacity(data.len() + 16);
+                        encode_chunk(&data, &mut b);
+                        b.freeze()
+                    }
+                    _ => data,
+                };
+                self.out.push_back(Output::ToUpstream(bytes));
+                true
+            }
+            Ok(Some(RequestEvent::ChunkEnd)) => true,
+            Ok(Some(RequestEvent::Trailers(trailers))) => {
+                let mut b = BytesMut::new();
+                encode_last_chunk(&trailers, &mut b);
+                ex.request_done = true;
+                self.out.push_back(Output::ToUpstream(b.freeze()));
+                true
+            }
+            Ok(Some(RequestEvent::End)) => {
+                if ex.request_framing == BodyFraming::Chunked && !ex.request_done {
+                    let mut b = BytesMut::new();
+                    encode_last_chunk(&[], &mut b);
+                    self.out.push_back(Output::ToUpstream(b.freeze()));
+                }
+                ex.request_done = true;
+                self.arm(
+                    now + self.settings.upstream_response_timeout,
+                    Timer::Upstream,
+                );
+                true
+            }
+            Ok(Some(RequestEvent::Head(..))) => {
+                debug_assert!(false, "head inside a body");
+                self.close();
+                false
+            }
+            Ok(None) => {
+                if self.client_eof {
+                    self.out
+                        .push_back(Output::ReleaseUpstream { reusable: false });
+                    self.phase = Phase::Idle;
+                    self.reject(&H1Error::UnexpectedEof);
+                }
+                false
+            }
+            Err(e) => {
+                let started = matches!(ex.response, ResponseProgress::Body(_));
+                self.out
+                    .push_back(Output::ReleaseUpstream { reusable: false });
+                if started {
+                    self.out.push_back(Output::Event(ProxyEvent::ClientError {
+                        status: 0,
+                        reason: e.to_string(),
+                    }));
+                    self.close();
+                } else {
+                    self.reject(&e);
+                }
+                false
+            }
+        }
+    }
+
+    /// Handles one response event in record mode. Returns whether to go on.
+    fn on_response_event(&mut self, now: Instant, ev: ResponseEvent) -> bool {
+        let limit = self.settings.max_body_bytes;
+        let shutting_down = self.shutting_down;
+        let Phase::Record(ex) = &mut self.phase else {
+            return false;
+        };
+        match ev {
+            ResponseEvent::Informational(_) => true,
+            ResponseEvent::Head(head, kind) => {
+                let upstream_keeps = head.version == Version::Http11
+                    && !list_contains(&head.headers, "connection", "close")
+                    && kind != BodyKind::CloseDelimited;
+                let mut client_close = !ex.request.keep_alive || shutting_down || !ex.request_done;
+                let client_framing = match kind {
+                    BodyKind::Empty => BodyFraming::None,
+                    BodyKind::Length(n) => BodyFraming::Length(n),
+                    BodyKind::Chunked if ex.request.client_version == Version::Http11 => {
+                        BodyFraming::Chunked
+                    }
+                    BodyKind::Chunked | BodyKind::CloseDelimited => {
+                        client_close = true;
+                        BodyFraming::Close
+                    }
+                };
+                if client_close {
+                    ex.request.keep_alive = false;
+                }
+                let recorded_headers: Vec<Header> = head
+                    .headers
+                    .iter()
+                    .filter(|h| !is_hop_by_hop(h, &head.headers))
+                    .cloned()
+                    .collect();
+                let mut client_headers = recorded_headers.clone();
+                add_connection_header(
+                    &mut client_headers,
+                    ex.request.client_version,
+                    !client_close,
+                );
+                let client_head = ResponseHead {
+                    status: head.status,
+                    reason: head.reason.clone(),
+                    version: Version::Http11,
+                    headers: client_headers,
+                };
+                let mut buf = BytesMut::with_capacity(512);
+                encode_response_head(&client_head, client_framing, &mut buf);
+                ex.response = ResponseProgress::Body(Box::new(ResponseInProgress {
+                    head: ResponseHead {
+                        headers: recorded_headers,
+                        ..head
+                    },
+                    upstream_kind: kind,
+                    client_framing,
+                    reusable: upstream_keeps,
+                    chunks: Vec::new(),
+                    current_chunk: BytesMut::new(),
+                    trailers: Vec::new(),
+                    recorded_bytes: 0,
+                    over_limit: false,
+                }));
+                self.queue_client(buf.freeze());
+                true
+            }
+            ResponseEvent::Data(data) => {
+                let ResponseProgress::Body(resp) = &mut ex.response else {
+                    return false;
+                };
+                resp.recorded_bytes += data.len();
+                if resp.recorded_bytes > limit {
+                    if !resp.over_limit {
+                        resp.over_limit = true;
+                        resp.chunks.clear();
+                        resp.current_chunk = BytesMut::new();
+                    }
+                } else {
+                    resp.current_chunk.extend_from_slice(&data);
+                }
+                let bytes = if resp.client_framing == BodyFraming::Chunked {
+                    let mut b = BytesMut::with_capacity(data.len() + 16);
+                    encode_chunk(&data, &mut b);
+                    b.freeze()
+                } else {
+                    data
+                };
+                self.queue_client(bytes);
+                true
+            }
+            ResponseEvent::ChunkEnd => {
+                if let ResponseProgress::Body(resp) = &mut ex.response {
+                    if !resp.over_limit {
+                        let chunk = std::mem::take(&mut resp.current_chunk).freeze();
+                        resp.chunks.push(chunk);
+                    }
+                }
+                true
+            }
+            ResponseEvent::Trailers(trailers) => {
+                if let ResponseProgress::Body(resp) = &mut ex.response {
+                    resp.trailers = trailers;
+                }
+                true
+            }
+            ResponseEvent::End => {
+                let Phase::Record(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+                    return false;
+                };
+                self.finish_record(now, *ex);
+                true
+            }
+        }
+    }
+
+    fn finish_record(&mut self, now: Instant, ex: RecordExchange) {
+        let RecordExchange {
+            request,
+            request_done,
+            response,
+            ..
+        } = ex;
+        let ResponseProgress::Body(resp) = response else {
+            return;
+        };
+        let mut resp = *resp;
+        if resp.client_framing == BodyFraming::Chunked {
+            let mut b = BytesMut::new();
+            encode_last_chunk(&resp.trailers, &mut b);
+            self.queue_client(b.freeze());
+        }
+        self.out.push_back(Output::ReleaseUpstream {
+            reusable: resp.reusable && request_done,
+        });
+        let framing = match resp.upstream_kind {
+            BodyKind::Empty => Framing::None,
+            BodyKind::Length(_) => Framing::Length,
+            BodyKind::Chunked => Framing::Chunked,
+            BodyKind::CloseDelimited => Framing::Close,
+        };
+        if resp.over_limit {
+            self.out.push_back(Output::Event(ProxyEvent::NotRecorded {
+                test_name: request.test_name.clone(),
+                reason: format!(
+                    "{}: response body of {} bytes is over the limit of {} bytes (max_recorded_body_bytes)",
+                    request.request_line,
+                    resp.recorded_bytes,
+                    self.settings.max_body_bytes
+                ),
+            }));
+        } else if request_done {
+            if !resp.current_chunk.is_empty() {
+                let chunk = std::mem::take(&mut resp.current_chunk).freeze();
+                resp.chunks.push(chunk);
+            }
+            let mut request = request;
+            let fingerprint = std::mem::replace(
+                &mut request.fingerprint,
+                FingerprintBuilder::new(&self.settings.policy, b"", b"", &[]),
+            )
+            .finish();
+            let interaction = Interaction {
+                fingerprint: fingerprint.to_string(),
+                request: request.recorded(&self.settings.policy),
+                response: RecordedResponse {
+                    status: resp.head.status,
+                    reason: resp.head.reason,
+                    headers: resp.head.headers,
+                    framing,
+                    chunks: resp.chunks,
+                    trailers: resp.trailers,
+                },
+            };
+            self.out.push_back(Output::Event(ProxyEvent::Recorded {
+                test_name: request.test_name.clone(),
+                request_line: request.request_line.clone(),
+                status: interaction.response.status,
+            }));
+            self.out.push_back(Output::Store {
+                test_name: request.test_name.clone(),
+                interaction: Box::new(interaction),
+            });
+            if request.keep_alive {
+                self.arm(now + self.settings.idle_timeout, Timer::Idle);
+                return;
+            }
+            self.close();
+            return;
+        }
+        if request.keep_alive && request_done {
+            self.arm(now + self.settings.idle_timeout, Timer::Idle);
+        } else {
+            self.close();
+        }
+    }
+
+    /// The upstream failed mid-exchange: 502/504 if nothing was sent yet,
+    /// otherwise the client connection is cut (the answer is truncated).
+    fn upstream_broke(&mut self, reason: String) {
+        let Phase::Record(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
+        self.out
+            .push_back(Output::ReleaseUpstream { reusable: false });
+        let timeout = reason.contains("did not answer within");
+        match ex.response {
+            ResponseProgress::AwaitingHead => {
+                let status = if timeout { 504 } else { 502 };
+                self.out.push_back(Output::Event(ProxyEvent::UpstreamError {
+                    status,
+                    reason: reason.clone(),
+                }));
+                self.send_error(status, &reason, true);
+            }
+            ResponseProgress::Body(_) => {
+                self.out.push_back(Output::Event(ProxyEvent::UpstreamError {
+                    status: 0,
+                    reason,
+                }));
+                self.close();
+            }
+        }
+    }
+}
+
+/// Writes a recorded response for `request`'s client. Returns whether the
+/// client connection must close after it (asked for, or the body is
+/// close-delimited on this hop).
+fn write_recorded_response(
+    resp: &RecordedResponse,
+    request: &Request,
+    mut close: bool,
+    mut emit: impl FnMut(Bytes),
+) -> bool {
+    let body_len: usize = resp.body_len();
+    let framing = if request.is_head {
+        // A HEAD answer carries the recorded headers and never a body.
+        BodyFraming::None
+    } else {
+        match resp.framing {
+            Framing::None => BodyFraming::None,
+            Framing::Length => BodyFraming::Length(body_len as u64),
+            Framing::Chunked if request.client_version == Version::Http11 => BodyFraming::Chunked,
+            Framing::Chunked | Framing::Close => {
+                close = true;
+                BodyFraming::Close
+            }
+        }
+    };
+    let mut headers = resp.headers.clone();
+    add_connection_header(&mut headers, request.client_version, !close);
+    let head = ResponseHead {
+        status: resp.status,
+        reason: resp.reason.clone(),
+        version: Version::Http11,
+        headers,
+    };
+    let mut buf = BytesMut::with_capacity(256 + body_len + resp.chunks.len() * 12);
+    encode_response_head(&head, framing, &mut buf);
+    match framing {
+        BodyFraming::None => {}
+        BodyFraming::Chunked => {
+            for chunk in &resp.chunks {
+                encode_chunk(chunk, &mut buf);
+            }
+            encode_last_chunk(&resp.trailers, &mut buf);
+        }
+        BodyFraming::Length(_) | BodyFraming::Close => {
+            for chunk in &resp.chunks {
+                buf.extend_from_slice(chunk);
+            }
+        }
+    }
+    emit(buf.freeze());
+    close
+}
+
+/// Adds the `Connection` header this hop needs: `close` when the connection
+/// ends after this answer, `keep-alive` for an HTTP/1.0 client that stays.
+fn add_connection_header(headers: &mut Vec<Header>, client_version: Version, keep_alive: bool) {
+    if !keep_alive {
+        headers.push(Header::new("connection", "close"));
+    } else if client_version == Version::Http10 {
+        headers.push(Header::new("connection", "keep-alive"));
+    }
+}
+
+/// The standard reason phrase for the statuses Ouli generates itself.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        MISS_STATUS => "Ouli Replay Miss",
+        _ => "Error",
+    }
+}
+
+/// Keeps a header value to visible ASCII so generated headers are always valid.
+fn sanitize_header_value(text: &str) -> Vec<u8> {
+    text.bytes()
+        .map(|b| if (0x20..0x7f).contains(&b) { b } else { b'?' })
+        .take(200)
+        .collect()
+}
