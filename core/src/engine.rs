@@ -573,6 +573,7 @@ mod tests {
                 chunks: vec![Bytes::copy_from_slice(body.as_bytes())],
                 trailers: vec![],
             },
+            websocket: None,
         }
     }
 

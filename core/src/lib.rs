@@ -1,4 +1,5 @@
 //! Ouli's sans-IO core. See the crate README for the guide.
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod engine;

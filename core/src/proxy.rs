@@ -1104,6 +1104,7 @@ impl Connection {
                     chunks: resp.chunks,
                     trailers: resp.trailers,
                 },
+                websocket: None,
             };
             self.out.push_back(Output::Event(ProxyEvent::Recorded {
                 test_name: request.test_name.clone(),

@@ -84,8 +84,83 @@ pub struct Interaction {
     pub fingerprint: String,
     /// The request as stored (after redaction).
     pub request: RecordedRequest,
-    /// The upstream's response.
+    /// The upstream's response (for a WebSocket, the 101 handshake answer).
     pub response: RecordedResponse,
+    /// The WebSocket conversation that followed a 101 answer, if any.
+    pub websocket: Option<Conversation>,
+}
+
+/// Which side of a WebSocket sent a message or a close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The application under test.
+    Client,
+    /// The upstream (the real API).
+    Server,
+}
+
+impl Peer {
+    /// `"client"` or `"server"`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Peer::Client => "client",
+            Peer::Server => "server",
+        }
+    }
+}
+
+/// The kind of a WebSocket data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Opcode 0x1: UTF-8 text.
+    Text,
+    /// Opcode 0x2: bytes.
+    Binary,
+}
+
+impl MessageKind {
+    /// `"text"` or `"binary"`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Binary => "binary",
+        }
+    }
+}
+
+/// One WebSocket data message (fragments joined), in conversation order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsMessage {
+    /// Who sent it.
+    pub from: Peer,
+    /// Text or binary.
+    pub kind: MessageKind,
+    /// The unmasked payload.
+    pub payload: Bytes,
+    /// Milliseconds since the connection was upgraded.
+    pub at_ms: u64,
+}
+
+/// How a WebSocket conversation was closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsClose {
+    /// Who sent the first close frame.
+    pub from: Peer,
+    /// The status code, if the close frame carried one.
+    pub code: Option<u16>,
+    /// The close reason (UTF-8 per RFC 6455, kept as bytes).
+    pub reason: Bytes,
+    /// Milliseconds since the connection was upgraded.
+    pub at_ms: u64,
+}
+
+/// A recorded WebSocket conversation: every data message in order, and the close.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conversation {
+    /// Data messages in the order Ouli saw them.
+    pub messages: Vec<WsMessage>,
+    /// The close handshake, if the conversation ended with one.
+    pub close: Option<WsClose>,
 }
 
 /// A recorded request.
@@ -401,7 +476,45 @@ impl JsonWriter {
         }
         self.out.push('\n');
         self.indent(l1);
-        self.out.push_str("}\n");
+        self.out.push('}');
+        if let Some(ws) = &i.websocket {
+            self.out.push_str(",\n");
+            self.key(l1, "websocket");
+            self.conversation(l1, ws);
+        }
+        self.out.push('\n');
+        self.indent(level);
+        self.out.push('}');
+    }
+
+    fn conversation(&mut self, level: usize, ws: &Conversation) {
+        let l1 = level + 1;
+        self.out.push_str("{\n");
+        self.key(l1, "messages");
+        self.list(l1, &ws.messages, |w, _, m| {
+            w.out.push_str("{\"from\": ");
+            w.string(m.from.as_str());
+            w.out.push_str(", \"kind\": ");
+            w.string(m.kind.as_str());
+            w.out
+                .push_str(&format!(", \"at_ms\": {}, \"payload\": ", m.at_ms));
+            w.bytes(&m.payload);
+            w.out.push('}');
+        });
+        if let Some(c) = &ws.close {
+            self.out.push_str(",\n");
+            self.key(l1, "close");
+            self.out.push_str("{\"from\": ");
+            self.string(c.from.as_str());
+            match c.code {
+                Some(code) => self.out.push_str(&format!(", \"code\": {code}")),
+                None => self.out.push_str(", \"code\": null"),
+            }
+            self.out.push_str(", \"reason\": ");
+            self.bytes(&c.reason);
+            self.out.push_str(&format!(", \"at_ms\": {}}}", c.at_ms));
+        }
+        self.out.push('\n');
         self.indent(level);
         self.out.push('}');
     }
@@ -499,6 +612,95 @@ struct RawInteraction {
     fingerprint: String,
     request: RawRequest,
     response: RawResponse,
+    #[serde(default)]
+    websocket: Option<RawConversation>,
+}
+
+#[derive(Deserialize)]
+struct RawConversation {
+    messages: Vec<RawWsMessage>,
+    #[serde(default)]
+    close: Option<RawWsClose>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawPeer {
+    Client,
+    Server,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawKind {
+    Text,
+    Binary,
+}
+
+#[derive(Deserialize)]
+struct RawWsMessage {
+    from: RawPeer,
+    kind: RawKind,
+    at_ms: u64,
+    payload: WireBytes,
+}
+
+#[derive(Deserialize)]
+struct RawWsClose {
+    from: RawPeer,
+    code: Option<u16>,
+    reason: WireBytes,
+    at_ms: u64,
+}
+
+impl From<RawPeer> for Peer {
+    fn from(p: RawPeer) -> Peer {
+        match p {
+            RawPeer::Client => Peer::Client,
+            RawPeer::Server => Peer::Server,
+        }
+    }
+}
+
+impl RawConversation {
+    fn into_conversation(self, index: usize) -> Result<Conversation, StoreError> {
+        let messages = self
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(n, m)| {
+                let payload = m
+                    .payload
+                    .decode(index, || format!("websocket.messages[{n}].payload"))?;
+                let kind = match m.kind {
+                    RawKind::Text => MessageKind::Text,
+                    RawKind::Binary => MessageKind::Binary,
+                };
+                if kind == MessageKind::Text && std::str::from_utf8(&payload).is_err() {
+                    return Err(StoreError::Invalid {
+                        index,
+                        message: format!("websocket.messages[{n}]: text payload is not UTF-8"),
+                    });
+                }
+                Ok(WsMessage {
+                    from: m.from.into(),
+                    kind,
+                    payload,
+                    at_ms: m.at_ms,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let close = match self.close {
+            None => None,
+            Some(c) => Some(WsClose {
+                from: c.from.into(),
+                code: c.code,
+                reason: c.reason.decode(index, || "websocket.close.reason".into())?,
+                at_ms: c.at_ms,
+            }),
+        };
+        Ok(Conversation { messages, close })
+    }
 }
 
 #[derive(Deserialize)]
@@ -608,6 +810,7 @@ impl RawInteraction {
             fingerprint,
             request: rq,
             response: rs,
+            websocket,
         } = self;
         let request = RecordedRequest {
             method: rq.method.decode(index, || "request.method".into())?,
@@ -643,10 +846,15 @@ impl RawInteraction {
             chunks,
             trailers: decode_headers(rs.trailers, index, "response.trailers")?,
         };
+        let websocket = match websocket {
+            None => None,
+            Some(ws) => Some(ws.into_conversation(index)?),
+        };
         Ok(Interaction {
             fingerprint,
             request,
             response,
+            websocket,
         })
     }
 }
@@ -682,6 +890,7 @@ mod tests {
                     chunks: vec![Bytes::from_static(b"hello "), Bytes::from_static(b"world")],
                     trailers: vec![h(b"X-Checksum", b"abc")],
                 },
+                websocket: None,
             }],
         }
     }
@@ -721,6 +930,52 @@ mod tests {
   ]
 }
 "#;
+
+    #[test]
+    fn websocket_conversation_round_trips() {
+        let mut rec = sample();
+        rec.interactions[0].websocket = Some(Conversation {
+            messages: vec![
+                WsMessage {
+                    from: Peer::Server,
+                    kind: MessageKind::Text,
+                    payload: Bytes::from_static(b"welcome"),
+                    at_ms: 0,
+                },
+                WsMessage {
+                    from: Peer::Client,
+                    kind: MessageKind::Binary,
+                    payload: Bytes::from_static(&[0xff, 0x00, 0x80]),
+                    at_ms: 12,
+                },
+            ],
+            close: Some(WsClose {
+                from: Peer::Client,
+                code: Some(1000),
+                reason: Bytes::from_static(b"bye"),
+                at_ms: 40,
+            }),
+        });
+        let text = rec.to_json();
+        assert!(
+            text.contains(
+                r#"{"from": "server", "kind": "text", "at_ms": 0, "payload": "welcome"}"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#""close": {"from": "client", "code": 1000, "reason": "bye", "at_ms": 40}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(Recording::from_json(&text), Ok(rec.clone()));
+        let bad = text.replace(r#""kind": "binary""#, r#""kind": "text""#);
+        assert!(
+            matches!(Recording::from_json(&bad), Err(StoreError::Invalid { .. })),
+            "a text message must be UTF-8"
+        );
+    }
 
     #[test]
     fn golden_text_is_pinned() {
@@ -1028,6 +1283,7 @@ mod tests {
                             chunks,
                             trailers,
                         },
+                        websocket: None,
                     }
                 },
             )

@@ -296,6 +296,7 @@ mod tests {
                 chunks: vec![Bytes::from_static(b"\xffbinary")],
                 trailers: vec![],
             },
+            websocket: None,
         });
         r
     }
