@@ -169,9 +169,9 @@ fn sorted_query(query: &[u8]) -> Vec<u8> {
 }
 
 /// The headers of a request as they are forwarded and stored: hop-by-hop
-/// headers, the test name header and `Expect` removed, redacted values
-/// replaced by [`REDACTED_PLACEHOLDER`] when `redact` is set.
-pub fn forwardable_request_headers(head: &RequestHead) -> Vec<Header> {
+/// headers, the test name header and `Expect` removed. Redaction is a
+/// separate step ([`redact_headers`]), applied only to what is stored.
+pub(crate) fn forwardable_request_headers(head: &RequestHead) -> Vec<Header> {
     head.headers
         .iter()
         .filter(|h| !is_hop_by_hop(h, &head.headers) && !h.is(TEST_NAME_HEADER) && !h.is("expect"))

@@ -124,8 +124,8 @@ pub fn is_hop_by_hop(header: &Header, all: &[Header]) -> bool {
     })
 }
 
-/// Removes surrounding spaces and tabs.
-pub(crate) fn trim_ascii(mut s: &[u8]) -> &[u8] {
+/// Removes surrounding spaces and tabs (optional whitespace, RFC 9110 §5.6.3).
+pub fn trim_ascii(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
