@@ -15,6 +15,14 @@
 //! Exchanges on one connection run one after another: a pipelined request is
 //! not parsed until the answer to the one before it has been queued, so
 //! answers always leave in request order.
+//!
+//! A WebSocket upgrade answered with 101 turns the connection into a
+//! WebSocket session for the rest of its life (see [`crate::ws`]).
+
+mod websocket;
+
+pub use websocket::ReplayTiming;
+use websocket::{RecordSession, ReplaySession, Step};
 
 use crate::engine::{
     forwardable_request_headers, redact_headers, test_name, FingerprintBuilder, Lookup,
@@ -26,6 +34,7 @@ use crate::h1::{
 };
 use crate::message::{is_hop_by_hop, list_contains, Header, RequestHead, ResponseHead, Version};
 use crate::store::{Framing, Interaction, RecordedRequest, RecordedResponse};
+use crate::ws::{accept_key, is_upgrade_request, validate_handshake, MaskSource, WsLimits};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -72,6 +81,10 @@ pub struct ProxySettings {
     pub idle_timeout: Duration,
     /// Longest silence from the upstream while an answer is awaited; past it, 504.
     pub upstream_response_timeout: Duration,
+    /// WebSocket frame and message size limits.
+    pub ws_limits: WsLimits,
+    /// How recorded WebSocket server messages are paced in replay.
+    pub ws_replay_timing: ReplayTiming,
 }
 
 impl ProxySettings {
@@ -86,6 +99,8 @@ impl ProxySettings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             upstream_response_timeout: Duration::from_secs(30),
+            ws_limits: WsLimits::default(),
+            ws_replay_timing: ReplayTiming::default(),
         }
     }
 }
@@ -185,6 +200,8 @@ enum Timer {
     ClientRead,
     /// The upstream is silent while an answer is awaited: 504.
     Upstream,
+    /// A recorded WebSocket server message is due (recorded pacing).
+    WsPace,
 }
 
 /// What the connection knows about the request being answered.
@@ -200,6 +217,8 @@ struct Request {
     headers: Vec<Header>,
     fingerprint: FingerprintBuilder,
     body: BytesMut,
+    /// The `Sec-WebSocket-Key` of a WebSocket upgrade request.
+    ws_key: Option<Bytes>,
 }
 
 impl Request {
@@ -253,6 +272,10 @@ enum Phase {
     ReplayBody(Box<Request>),
     /// Record: exchanging with the upstream.
     Record(Box<RecordExchange>),
+    /// Record: a WebSocket conversation passing through.
+    WsRecord(Box<RecordSession>),
+    /// Replay: a recorded WebSocket conversation playing back.
+    WsReplay(Box<ReplaySession>),
     /// Everything queued is written, then the connection closes.
     Closing,
 }
@@ -270,6 +293,7 @@ pub struct Connection {
     deadline: Option<(Instant, Timer)>,
     client_eof: bool,
     shutting_down: bool,
+    masks: MaskSource,
 }
 
 impl Connection {
@@ -293,7 +317,15 @@ impl Connection {
             deadline: Some((now + idle, Timer::Idle)),
             client_eof: false,
             shutting_down: false,
+            masks: MaskSource::new(0),
         }
+    }
+
+    /// Seeds the masks of WebSocket frames Ouli itself sends upstream (the
+    /// core has no randomness: adapters pass a fresh random seed per
+    /// connection).
+    pub fn set_mask_seed(&mut self, seed: u64) {
+        self.masks = MaskSource::new(seed);
     }
 
     /// Bytes arrived from the client.
@@ -313,7 +345,15 @@ impl Connection {
 
     /// Bytes arrived from the upstream.
     pub fn handle_upstream_bytes(&mut self, now: Instant, data: &[u8]) {
-        if !matches!(self.phase, Phase::Record(_)) || data.is_empty() {
+        if data.is_empty() {
+            return;
+        }
+        if let Phase::WsRecord(_) = self.phase {
+            self.upstream_in.extend_from_slice(data);
+            self.process(now);
+            return;
+        }
+        if !matches!(self.phase, Phase::Record(_)) {
             return;
         }
         self.upstream_in.extend_from_slice(data);
@@ -326,6 +366,14 @@ impl Connection {
 
     /// The upstream closed its side of the connection.
     pub fn handle_upstream_eof(&mut self, now: Instant) {
+        if let Phase::WsRecord(_) = self.phase {
+            self.process(now);
+            if let Phase::WsRecord(session) = &mut self.phase {
+                session.finish(&mut self.out);
+                self.close();
+            }
+            return;
+        }
         let Phase::Record(ex) = &mut self.phase else {
             return;
         };
@@ -435,6 +483,7 @@ impl Connection {
                     self.settings.upstream_response_timeout.as_millis()
                 ));
             }
+            Timer::WsPace => self.process(now),
         }
     }
 
@@ -461,7 +510,18 @@ impl Connection {
     pub fn wants_client_read(&self) -> bool {
         !self.client_eof
             && !matches!(self.phase, Phase::Closing)
-            && self.client_in.len() < MAX_CLIENT_BUFFER_BYTES
+            && self.client_in.len() < self.input_cap()
+    }
+
+    /// How much unparsed input may be held: a WebSocket frame is forwarded
+    /// whole, so up to one frame (bounded by [`WsLimits`]) in a session.
+    fn input_cap(&self) -> usize {
+        match self.phase {
+            Phase::WsRecord(_) | Phase::WsReplay(_) => {
+                self.settings.ws_limits.max_frame_payload_bytes + 14
+            }
+            _ => MAX_CLIENT_BUFFER_BYTES,
+        }
     }
 
     /// Whether the adapter should read more upstream bytes now.
@@ -471,6 +531,7 @@ impl Connection {
                 matches!(ex.upstream, UpstreamLeg::Connected)
                     && self.upstream_in.len() < MAX_UPSTREAM_BUFFER_BYTES
             }
+            Phase::WsRecord(_) => self.upstream_in.len() < self.input_cap(),
             _ => false,
         }
     }
@@ -516,11 +577,17 @@ impl Connection {
 
     /// Answers with a short plain-text error; `close` ends the connection after it.
     fn send_error(&mut self, status: u16, reason: &str, close: bool) {
+        self.send_error_with(status, reason, close, Vec::new());
+    }
+
+    /// [`Connection::send_error`] with extra response headers.
+    fn send_error_with(&mut self, status: u16, reason: &str, close: bool, extra: Vec<Header>) {
         let body = format!("{} {}: {reason}\n", status, reason_phrase(status));
         let mut headers = vec![
             Header::new("content-type", "text/plain; charset=utf-8"),
             Header::new("x-ouli-error", sanitize_header_value(reason)),
         ];
+        headers.extend(extra);
         if close {
             headers.push(Header::new("connection", "close"));
         }
@@ -547,6 +614,10 @@ impl Connection {
                 Phase::Idle => self.step_idle(now),
                 Phase::ReplayBody(_) => self.step_replay_body(now),
                 Phase::Record(_) => self.step_record(now),
+                Phase::WsRecord(_) | Phase::WsReplay(_) => {
+                    self.step_websocket(now);
+                    false
+                }
             };
             if !progressed {
                 break;
@@ -558,6 +629,34 @@ impl Connection {
         }
         if self.upstream_in.is_empty() && self.upstream_in.capacity() > 0 {
             self.upstream_in = BytesMut::new();
+        }
+    }
+
+    fn step_websocket(&mut self, now: Instant) {
+        let (step, deadline) = match &mut self.phase {
+            Phase::WsRecord(session) => (
+                session.step(
+                    now,
+                    &mut self.client_in,
+                    &mut self.upstream_in,
+                    &mut self.out,
+                ),
+                None,
+            ),
+            Phase::WsReplay(session) => session.step(now, &mut self.client_in, &mut self.out),
+            _ => return,
+        };
+        self.deadline = deadline.map(|at| (at, Timer::WsPace));
+        match step {
+            Step::Done => self.close(),
+            Step::Wait if self.client_eof => {
+                // The client went away without a close handshake.
+                if let Phase::WsRecord(session) = &mut self.phase {
+                    session.finish(&mut self.out);
+                }
+                self.close();
+            }
+            Step::Wait => {}
         }
     }
 
@@ -640,6 +739,29 @@ impl Connection {
             Some(h) => h.value = settings.upstream_authority.clone(),
             None => headers.insert(0, Header::new("host", settings.upstream_authority.clone())),
         }
+        let ws_key = if is_upgrade_request(&head) {
+            match validate_handshake(&head) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    let status = e.status();
+                    self.out.push_back(Output::Event(ProxyEvent::ClientError {
+                        status,
+                        reason: e.to_string(),
+                    }));
+                    let extra = vec![Header::new("sec-websocket-version", "13")];
+                    self.send_error_with(status, &e.to_string(), true, extra);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if ws_key.is_some() {
+            // No extension is negotiated (see crate::ws): frames stay plain.
+            headers.retain(|h| !h.is("sec-websocket-extensions"));
+            headers.push(Header::new("Upgrade", "websocket"));
+            headers.push(Header::new("Connection", "Upgrade"));
+        }
         let fingerprint =
             FingerprintBuilder::new(&settings.policy, &head.method, &head.target, &headers);
         let request = Request {
@@ -657,6 +779,7 @@ impl Connection {
             headers,
             fingerprint,
             body: BytesMut::new(),
+            ws_key,
         };
         if kind != BodyKind::Empty
             && head.version == Version::Http11
@@ -792,6 +915,10 @@ impl Connection {
             }),
         };
         match lookup {
+            Lookup::Hit(interaction) if interaction.response.status == 101 => {
+                self.replay_websocket(now, request, fingerprint, interaction);
+                return;
+            }
             Lookup::Hit(interaction) => {
                 let close = !request.keep_alive || self.shutting_down;
                 let close = write_recorded_response(&interaction.response, &request, close, |b| {
@@ -839,6 +966,68 @@ impl Connection {
         if !matches!(self.phase, Phase::Closing) {
             self.arm(now + settings.idle_timeout, Timer::Idle);
         }
+    }
+
+    /// Answers an upgrade from a recorded 101 and plays the conversation.
+    fn replay_websocket(
+        &mut self,
+        now: Instant,
+        request: Request,
+        fingerprint: crate::engine::Fingerprint,
+        interaction: Arc<Interaction>,
+    ) {
+        let Some(key) = &request.ws_key else {
+            let reason =
+                "this request matches a recorded WebSocket upgrade but does not ask to upgrade";
+            self.out.push_back(Output::Event(ProxyEvent::ClientError {
+                status: 400,
+                reason: reason.into(),
+            }));
+            self.send_error(400, reason, true);
+            return;
+        };
+        let accept = accept_key(key);
+        let mut headers: Vec<Header> = interaction
+            .response
+            .headers
+            .iter()
+            .map(|h| {
+                if h.is("sec-websocket-accept") {
+                    // The recorded accept answers the recorded key; this client sent its own.
+                    Header::new(h.name.clone(), accept.clone())
+                } else {
+                    h.clone()
+                }
+            })
+            .collect();
+        headers.push(Header::new("Upgrade", "websocket"));
+        headers.push(Header::new("Connection", "Upgrade"));
+        let mut buf = BytesMut::with_capacity(256);
+        encode_response_head(
+            &ResponseHead {
+                status: 101,
+                reason: interaction.response.reason.clone(),
+                version: Version::Http11,
+                headers,
+            },
+            BodyFraming::None,
+            &mut buf,
+        );
+        self.queue_client(buf.freeze());
+        self.out.push_back(Output::Event(ProxyEvent::Replayed {
+            test_name: request.test_name.clone(),
+            request_line: request.request_line.clone(),
+        }));
+        self.deadline = None;
+        self.phase = Phase::WsReplay(Box::new(ReplaySession::new(
+            request.test_name,
+            request.request_line,
+            fingerprint,
+            interaction,
+            self.settings.ws_limits,
+            self.settings.ws_replay_timing,
+            now,
+        )));
     }
 
     fn step_record(&mut self, now: Instant) -> bool {
@@ -942,6 +1131,10 @@ impl Connection {
         };
         match ev {
             ResponseEvent::Informational(_) => true,
+            ResponseEvent::Head(head, _) if head.status == 101 => {
+                self.upgrade_record(now, head);
+                true
+            }
             ResponseEvent::Head(head, kind) => {
                 let upstream_keeps = head.version == Version::Http11
                     && !list_contains(&head.headers, "connection", "close")
@@ -1045,6 +1238,90 @@ impl Connection {
                 true
             }
         }
+    }
+
+    /// The upstream answered 101: check it, pass it on, and turn the
+    /// connection into a recorded WebSocket session.
+    fn upgrade_record(&mut self, now: Instant, head: ResponseHead) {
+        let Phase::Record(ex) = &mut self.phase else {
+            return;
+        };
+        let problem = match &ex.request.ws_key {
+            None => {
+                Some("upstream answered 101 to a request that did not ask to upgrade".to_owned())
+            }
+            Some(key) => {
+                let expected = accept_key(key);
+                let accept = head.headers.iter().find(|h| h.is("sec-websocket-accept"));
+                if accept.map(|h| crate::message::trim_ascii(&h.value)) != Some(expected.as_bytes())
+                {
+                    Some("upstream's Sec-WebSocket-Accept does not match the key".to_owned())
+                } else if head
+                    .headers
+                    .iter()
+                    .any(|h| h.is("sec-websocket-extensions"))
+                {
+                    Some("upstream negotiated a WebSocket extension Ouli did not offer".to_owned())
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(reason) = problem {
+            self.upstream_broke(reason);
+            return;
+        }
+        let recorded_headers: Vec<Header> = head
+            .headers
+            .iter()
+            .filter(|h| !is_hop_by_hop(h, &head.headers))
+            .cloned()
+            .collect();
+        let mut client_headers = recorded_headers.clone();
+        client_headers.push(Header::new("Upgrade", "websocket"));
+        client_headers.push(Header::new("Connection", "Upgrade"));
+        let mut buf = BytesMut::with_capacity(256);
+        encode_response_head(
+            &ResponseHead {
+                status: 101,
+                reason: head.reason.clone(),
+                version: Version::Http11,
+                headers: client_headers,
+            },
+            BodyFraming::None,
+            &mut buf,
+        );
+        let Phase::Record(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
+        let mut request = ex.request;
+        let fingerprint = std::mem::replace(
+            &mut request.fingerprint,
+            FingerprintBuilder::new(&self.settings.policy, b"", b"", &[]),
+        )
+        .finish();
+        let interaction = Interaction {
+            fingerprint: fingerprint.to_string(),
+            request: request.recorded(&self.settings.policy),
+            response: RecordedResponse {
+                status: 101,
+                reason: head.reason,
+                headers: recorded_headers,
+                framing: Framing::None,
+                chunks: Vec::new(),
+                trailers: Vec::new(),
+            },
+            websocket: None,
+        };
+        self.queue_client(buf.freeze());
+        self.deadline = None;
+        self.phase = Phase::WsRecord(Box::new(RecordSession::new(
+            request.test_name,
+            interaction,
+            self.settings.ws_limits,
+            self.masks.clone(),
+            now,
+        )));
     }
 
     fn finish_record(&mut self, now: Instant, ex: RecordExchange) {
@@ -1226,6 +1503,7 @@ fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        426 => "Upgrade Required",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",

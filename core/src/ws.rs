@@ -20,7 +20,7 @@ use crate::message::{list_contains, Header, RequestHead, Version};
 use crate::store::{MessageKind, Peer};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 use std::io::Cursor;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
