@@ -277,9 +277,7 @@ impl ReplaySession {
         out: &mut VecDeque<Output>,
     ) -> Option<Instant> {
         let interaction = Arc::clone(&self.interaction);
-        let Some(conversation) = interaction.websocket.as_ref() else {
-            return None;
-        };
+        let conversation = interaction.websocket.as_ref()?;
         while let Some(msg) = conversation.messages.get(self.next) {
             if msg.from != Peer::Server {
                 return None;
