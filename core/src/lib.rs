@@ -12,7 +12,8 @@
 //! This crate is the part of Ouli that knows HTTP and the recording rules. It
 //! owns no socket, file, clock, thread or async runtime: an *adapter* moves
 //! bytes between the network and a [`proxy::Connection`] and carries out what
-//! the connection asks for. Ouli ships a Tokio adapter (`ouli-tokio`); the
+//! the connection asks for. Ouli ships async adapters (`ouli-tokio`,
+//! `ouli-smol`, `ouli-async-std`, sharing `ouli-adapter-common`); the
 //! repository's `examples/blocking_adapter.rs` is a complete adapter on
 //! `std::net` and threads in a few hundred lines, written against this page.
 //!
@@ -21,7 +22,10 @@
 //! | [`proxy`] | [`Connection`](proxy::Connection): one client connection's state machine, and its inputs and outputs |
 //! | [`engine`] | fingerprints, redaction, and the [`ReplayIndex`](engine::ReplayIndex) that answers replay lookups |
 //! | [`store`] | the recording file format ([`Recording`](store::Recording) to and from JSON text; no file access) |
+//! | [`matching`] | body and query normalization and byte-level redaction behind the engine's policies |
 //! | [`h1`] | the HTTP/1.1 codec (RFC 9112) the connection is built on |
+//! | [`h2`] | HTTP/2 (RFC 9113): HPACK, frames and its own connection state machine |
+//! | [`ws`] | WebSocket (RFC 6455) handshake and frames, for upgraded connections |
 //! | [`message`] | header and head types shared by all of the above |
 //!
 //! # Driving a connection
@@ -30,7 +34,10 @@
 //! (shared in an [`Arc`](std::sync::Arc)), load the recordings into one
 //! [`ReplayIndex`](engine::ReplayIndex) in replay mode (also shared), and
 //! create a [`Connection`](proxy::Connection) for every accepted client
-//! connection. A connection is a plain value: it is `Send`, it can live in a
+//! connection, then give it a fresh random seed with
+//! [`set_mask_seed`](proxy::Connection::set_mask_seed) (it masks the
+//! WebSocket frames Ouli itself sends upstream; the core has no randomness of
+//! its own). A connection is a plain value: it is `Send`, it can live in a
 //! task, a thread or an event loop's slab, and it never calls back.
 //!
 //! ## Inputs: what happened
@@ -100,9 +107,10 @@
 //! }
 //! ```
 //!
-//! HTTP/1.1 flows through these calls today. WebSocket and HTTP/2 will use
-//! the same inputs and outputs, so an adapter written against them needs no
-//! change when the core learns those protocols.
+//! Every protocol the core speaks moves through these same calls: after a
+//! WebSocket upgrade, for example, the bytes mean frames instead of HTTP
+//! messages, but the adapter moves them exactly as before. An adapter has no
+//! protocol-specific code.
 //!
 //! # Who owns which buffer
 //!
@@ -155,7 +163,8 @@
 //! # Determinism
 //!
 //! The core reads no clock (time is the `now` argument), does no I/O, starts
-//! no thread and uses no randomness. The same inputs at the same `now` values
+//! no thread and uses no randomness (the one random value it needs, the
+//! WebSocket mask seed, is an input). The same inputs at the same `now` values
 //! give the same outputs, byte for byte, so a whole exchange can be tested in
 //! memory with simulated time, as below.
 //!
@@ -310,6 +319,8 @@
 
 pub mod engine;
 pub mod h1;
+pub mod h2;
+pub mod matching;
 pub mod message;
 pub mod proxy;
 pub mod store;
