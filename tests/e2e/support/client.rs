@@ -2,8 +2,9 @@
 //! the test's control, and every response is parsed strictly, keeping its
 //! raw bytes and chunk boundaries.
 
-use super::{find, io_timeout, TIMEOUT};
+use super::{find, io_timeout_for, TIMEOUT};
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -120,37 +121,56 @@ pub fn assert_same_response(recorded: &Response, replayed: &Response) {
 pub struct Client {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// Bound on every single read or write.
+    timeout: Duration,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = io_timeout("connect to the proxy", TcpStream::connect(addr))
+        let stream = io_timeout_for(TIMEOUT, "connect to the proxy", TcpStream::connect(addr))
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
         stream.set_nodelay(true).unwrap();
         Client {
             stream,
             buf: Vec::new(),
+            timeout: TIMEOUT,
         }
+    }
+
+    /// Changes the bound on every single read or write (for big bodies).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
     }
 
     /// Writes all of `bytes`; panics on error.
     pub async fn send(&mut self, bytes: &[u8]) {
-        io_timeout("write to the proxy", self.stream.write_all(bytes))
-            .await
-            .unwrap_or_else(|e| panic!("write failed: {e}"));
+        io_timeout_for(
+            self.timeout,
+            "write to the proxy",
+            self.stream.write_all(bytes),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("write failed: {e}"));
     }
 
     /// Writes `bytes`, ignoring errors (for hostile input the proxy may stop
     /// reading and close while we still write).
     pub async fn send_lossy(&mut self, bytes: &[u8]) {
-        let _ = tokio::time::timeout(TIMEOUT, self.stream.write_all(bytes)).await;
+        let _ = tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await;
     }
 
     /// Reads more bytes into the buffer; returns how many (0 at EOF).
     async fn fill(&mut self) -> usize {
         self.buf.reserve(64 * 1024);
-        match io_timeout("read from the proxy", self.stream.read_buf(&mut self.buf)).await {
+        match io_timeout_for(
+            self.timeout,
+            "read from the proxy",
+            self.stream.read_buf(&mut self.buf),
+        )
+        .await
+        {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
             Err(e) => panic!("read failed: {e}"),
@@ -306,7 +326,13 @@ impl Client {
             String::from_utf8_lossy(&self.buf)
         );
         let mut extra = [0u8; 512];
-        match io_timeout("wait for the proxy to close", self.stream.read(&mut extra)).await {
+        match io_timeout_for(
+            self.timeout,
+            "wait for the proxy to close",
+            self.stream.read(&mut extra),
+        )
+        .await
+        {
             Ok(0) => {}
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
             Ok(n) => panic!(
