@@ -928,7 +928,10 @@ fn kept_pairs<'a>(query: &'a [u8], ignore: &[String]) -> Vec<&'a [u8]> {
 }
 
 fn only_in<'a>(a: &[&'a [u8]], b: &[&'a [u8]]) -> Vec<String> {
-    a.iter().filter(|p| !b.contains(p)).map(|p| short(p)).collect()
+    a.iter()
+        .filter(|p| !b.contains(p))
+        .map(|p| short(p))
+        .collect()
 }
 
 /// The fields in which a recorded request differs from a live one, as the
@@ -1141,7 +1144,12 @@ mod tests {
             ..MatchPolicy::default()
         };
         // sha256(b"ouli-fp-v1\0POST\0/v1/chat\0\0{\"a\":[true,null],\"b\":1}")
-        let r = req("POST", "/v1/chat", &[], "{\"b\": 1, \"a\": [true, null], \"ts\": 123}");
+        let r = req(
+            "POST",
+            "/v1/chat",
+            &[],
+            "{\"b\": 1, \"a\": [true, null], \"ts\": 123}",
+        );
         assert_eq!(
             live_fp(&json, r).1.to_string(),
             "aad545d39f093b5da23b700acf8e8f78ff6e8719bd9d9a605e609a173e2e5de7"
@@ -1212,7 +1220,12 @@ mod tests {
             ..MatchPolicy::default()
         };
         // sha256(b"ouli-fp-v1\0POST\0/token\0\0{\"client\": \"app\", \"secret\": \"[REDACTED]\"}")
-        let r = req("POST", "/token", &[], "{\"client\": \"app\", \"secret\": \"s3\"}");
+        let r = req(
+            "POST",
+            "/token",
+            &[],
+            "{\"client\": \"app\", \"secret\": \"s3\"}",
+        );
         assert_eq!(
             live_fp(&redact_json, r).1.to_string(),
             "df8d0ee6735faa018f5f471cb1d36a0161220ba266be9a15ad6c90526d88788c"
@@ -1274,7 +1287,12 @@ mod tests {
             "{ \"meta\": {\"v\": 2, \"sent_at\": 99},\n  \"request_id\": \"2\",\n  \"messages\": [{\"content\": \"hi\", \"role\": \"user\"}], \"model\": \"m\" }",
         );
         assert_eq!(fingerprint(&p, &a), fingerprint(&p, &b));
-        let c = req("POST", "/v1/chat", &[], r#"{"model":"other","messages":[]}"#);
+        let c = req(
+            "POST",
+            "/v1/chat",
+            &[],
+            r#"{"model":"other","messages":[]}"#,
+        );
         assert_ne!(fingerprint(&p, &a), fingerprint(&p, &c));
         // Exact mode tells them apart.
         assert_ne!(
@@ -1306,10 +1324,17 @@ mod tests {
             match_body: BodyMatch::Multipart,
             ..MatchPolicy::default()
         };
-        let body = |b: &str| format!("--{b}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--{b}--\r\n");
+        let body = |b: &str| {
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--{b}--\r\n")
+        };
         let ct = |b: &str| format!("multipart/form-data; boundary={b}");
         let one = req("POST", "/u", &[("Content-Type", &ct("AAA"))], &body("AAA"));
-        let two = req("POST", "/u", &[("Content-Type", &ct("BBBB"))], &body("BBBB"));
+        let two = req(
+            "POST",
+            "/u",
+            &[("Content-Type", &ct("BBBB"))],
+            &body("BBBB"),
+        );
         assert_eq!(fingerprint(&mp, &one), fingerprint(&mp, &two));
         assert_ne!(
             fingerprint(&MatchPolicy::default(), &one),
@@ -1331,7 +1356,12 @@ mod tests {
             &[("Accept", "a"), ("X-Request-Id", "1")],
             "",
         );
-        let b = req("GET", "/s?ts=6&q=1", &[("Accept", "a"), ("X-Request-Id", "2")], "");
+        let b = req(
+            "GET",
+            "/s?ts=6&q=1",
+            &[("Accept", "a"), ("X-Request-Id", "2")],
+            "",
+        );
         assert_eq!(fingerprint(&p, &a), fingerprint(&p, &b));
         let c = req("GET", "/s?q=1", &[("Accept", "b")], "");
         assert_ne!(fingerprint(&p, &a), fingerprint(&p, &c));
@@ -1360,7 +1390,11 @@ mod tests {
         );
         let chat = p.for_target(b"/v1/chat/completions?x=1");
         assert_eq!(chat.match_body, BodyMatch::Json);
-        assert_eq!(chat.on_repeat, OnRepeat::InOrder, "overrides start from the endpoint");
+        assert_eq!(
+            chat.on_repeat,
+            OnRepeat::InOrder,
+            "overrides start from the endpoint"
+        );
         assert_eq!(chat.redact_request_headers, ["Authorization", "X-Key"]);
         assert_eq!(p.for_target(b"/v1/models").on_repeat, OnRepeat::Cycle);
         assert_eq!(p.for_target(b"/v2").match_body, BodyMatch::Exact);
@@ -1393,7 +1427,9 @@ mod tests {
     fn identical_requests_replay_in_order_then_miss() {
         let p = MatchPolicy::default();
         let (index, r, fp) = three_answers(&p);
-        let got: Vec<String> = (0..4).map(|_| body_of(index.lookup(&p, "t", &r, fp))).collect();
+        let got: Vec<String> = (0..4)
+            .map(|_| body_of(index.lookup(&p, "t", &r, fp)))
+            .collect();
         assert_eq!(&got[..3], ["one", "two", "three"]);
         assert!(got[3].contains("already replayed"), "{}", got[3]);
         let u = &index.usage()[0];
@@ -1403,7 +1439,10 @@ mod tests {
     #[test]
     fn on_repeat_modes() {
         for (mode, expected) in [
-            (OnRepeat::RepeatLast, ["one", "two", "three", "three", "three"]),
+            (
+                OnRepeat::RepeatLast,
+                ["one", "two", "three", "three", "three"],
+            ),
             (OnRepeat::Cycle, ["one", "two", "three", "one", "two"]),
             (OnRepeat::First, ["one", "one", "one", "one", "one"]),
         ] {
@@ -1412,7 +1451,9 @@ mod tests {
                 ..MatchPolicy::default()
             };
             let (index, r, fp) = three_answers(&p);
-            let got: Vec<String> = (0..5).map(|_| body_of(index.lookup(&p, "t", &r, fp))).collect();
+            let got: Vec<String> = (0..5)
+                .map(|_| body_of(index.lookup(&p, "t", &r, fp)))
+                .collect();
             assert_eq!(got, expected, "{mode:?}");
             let u = &index.usage()[0];
             assert_eq!(u.misses, 0);
@@ -1525,7 +1566,8 @@ mod tests {
             "{d:?}"
         );
         assert!(
-            d.iter().any(|x| x.starts_with("body json /extra: recorded (absent)")),
+            d.iter()
+                .any(|x| x.starts_with("body json /extra: recorded (absent)")),
             "{d:?}"
         );
         assert!(!d.iter().any(|x| x.contains("nonce")), "ignored: {d:?}");

@@ -875,21 +875,46 @@ mod tests {
             b"{} x",
             b"{'a':1}",
         ] {
-            assert!(parse_json(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_json(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        for good in [&b" {} "[..], b"[]", b"-0.5e+3", b"\"\\ud83d\\ude00\"", b"null"] {
-            assert!(parse_json(good).is_some(), "{:?}", String::from_utf8_lossy(good));
+        for good in [
+            &b" {} "[..],
+            b"[]",
+            b"-0.5e+3",
+            b"\"\\ud83d\\ude00\"",
+            b"null",
+        ] {
+            assert!(
+                parse_json(good).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(good)
+            );
         }
-        let deep = format!("{}{}", "[".repeat(MAX_JSON_DEPTH + 1), "]".repeat(MAX_JSON_DEPTH + 1));
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
         assert!(parse_json(deep.as_bytes()).is_none());
-        let ok = format!("{}{}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
         assert!(parse_json(ok.as_bytes()).is_some());
     }
 
     #[test]
     fn canonical_form_sorts_keys_and_drops_whitespace() {
-        let a = canonical_json(b"{ \"b\" : [1, {\"y\":2,\"x\":\"\\u0041\\n\"}], \"a\": null }", &[])
-            .unwrap();
+        let a = canonical_json(
+            b"{ \"b\" : [1, {\"y\":2,\"x\":\"\\u0041\\n\"}], \"a\": null }",
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(a).unwrap(),
             r#"{"a":null,"b":[1,{"x":"A\n","y":2}]}"#
@@ -942,7 +967,12 @@ mod tests {
         assert_eq!(sorted_pairs(b"b=2&&a=1"), b"a=1&b=2");
         assert_eq!(drop_pairs(b"a=1&_t=9&b=2&_t", &["_t".into()]), b"a=1&b=2");
         assert_eq!(
-            redact_pairs(b"k=abc&x=1&k%65y=zz", &["k".into(), "key".into()], "[REDACTED]").unwrap(),
+            redact_pairs(
+                b"k=abc&x=1&k%65y=zz",
+                &["k".into(), "key".into()],
+                "[REDACTED]"
+            )
+            .unwrap(),
             b"k=[REDACTED]&x=1&k%65y=[REDACTED]"
         );
         assert!(redact_pairs(b"x=1", &["k".into()], "R").is_none());
