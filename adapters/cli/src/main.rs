@@ -1,7 +1,7 @@
-//! The `ouli` command line: `ouli record` and `ouli replay`.
+//! The `ouli` command line: `ouli record`, `ouli replay` and `ouli auto`,
+//! and the offline tools `ouli inspect`, `ouli export` and `ouli import`.
 
-#[cfg(not(feature = "tokio"))]
-compile_error!("ouli needs a runtime: build with `--features tokio` (the default)");
+mod tools;
 
 use clap::{Parser, Subcommand};
 use ouli_adapter_common::config::Config;
@@ -18,8 +18,12 @@ use std::process::ExitCode;
 /// with no recording gets a 599 answer explaining the closest recorded
 /// requests.
 ///
-/// Requests pick their test with the `X-Ouli-Test-Name` header (default:
-/// `default`). Logs go to stderr; set the level with RUST_LOG (e.g.
+/// Typical use: `ouli record --config ouli.toml --recording-dir recordings`
+/// once, then `ouli replay --config ouli.toml --recording-dir recordings
+/// --strict` in CI; `ouli auto` replays what is recorded and records the rest.
+///
+/// Requests pick their test with the `X-Ouli-Test-Name` header (or
+/// test-server's `Test-Name`; default: `default`). Logs go to stderr; set the level with RUST_LOG (e.g.
 /// `RUST_LOG=ouli=debug`).
 #[derive(Parser, Debug)]
 #[command(name = "ouli", version, about, long_about)]
@@ -39,14 +43,47 @@ enum Command {
     /// Answer requests from recordings only; never open an upstream socket.
     ///
     /// Every recording file is loaded at start-up; a file that does not parse
-    /// stops Ouli with the file name and the reason.
-    Replay(RunArgs),
+    /// stops Ouli with the file name and the reason. At shutdown Ouli prints,
+    /// per test, hits, misses and the recordings never used; with --strict
+    /// it exits with status 3 when there was any miss or unused recording.
+    Replay(ReplayArgs),
+    /// Replay what is recorded and record what is not (VCR's new_episodes).
+    ///
+    /// A request with a recording is answered from it; one without is
+    /// forwarded and its exchange appended to the test's recording.
+    Auto(RunArgs),
+    /// List the tests in a recording dir, their interactions (method, path,
+    /// status, sizes) and any problems; exits 1 when there are problems.
+    Inspect(tools::InspectArgs),
+    /// Export a recording dir to another format (HAR 1.2).
+    Export(tools::ExportArgs),
+    /// Import HAR 1.2 or Google test-server recordings into a recording dir.
+    Import(tools::ImportArgs),
+}
+
+/// Exit status of `ouli replay --strict` when a test missed or left
+/// recordings unused.
+const EXIT_STRICT: u8 = 3;
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Exit with status 3 if any request missed or any recorded interaction
+    /// was never used (for CI).
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The TOML config file with one or more [[endpoints]].
-    #[arg(long, value_name = "FILE")]
+    // The help text is an attribute, not a doc comment, so rustdoc does not
+    // read `[[endpoints]]` as an intra-doc link.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = "The TOML config file with one or more [[endpoints]]."
+    )]
     config: PathBuf,
     /// Directory holding one recording file per test.
     #[arg(long, value_name = "DIR")]
@@ -62,9 +99,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (mode, args) = match cli.command {
-        Command::Record(a) => (Mode::Record, a),
-        Command::Replay(a) => (Mode::Replay, a),
+    let (mode, args, strict) = match cli.command {
+        Command::Record(a) => (Mode::Record, a, false),
+        Command::Replay(a) => (Mode::Replay, a.run, a.strict),
+        Command::Auto(a) => (Mode::Auto, a, false),
+        Command::Inspect(a) => return tools::run_inspect(a),
+        Command::Export(a) => return tools::run_export(a),
+        Command::Import(a) => return tools::run_import(a),
     };
     let config = match Config::load(&args.config) {
         Ok(c) => c,
@@ -73,24 +114,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    run(config, mode, args.recording_dir)
+    run(config, mode, args.recording_dir, strict)
 }
 
-#[cfg(feature = "tokio")]
-fn run(config: Config, mode: Mode, recording_dir: PathBuf) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ouli: cannot start the Tokio runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async move {
+fn run(config: Config, mode: Mode, recording_dir: PathBuf, strict: bool) -> ExitCode {
+    // Listen for signals before serving, so an early one is not lost.
+    let signals = ouli::Signals::listen();
+    let served = ouli::block_on(async move {
         let endpoints = config.endpoints.clone();
-        let proxy = match ouli_tokio::Proxy::builder(config, mode, &recording_dir)
+        let proxy = match ouli::Proxy::builder(config, mode, &recording_dir)
             .bind()
             .await
         {
@@ -103,6 +135,7 @@ fn run(config: Config, mode: Mode, recording_dir: PathBuf) -> ExitCode {
         let verb = match mode {
             Mode::Record => "recording",
             Mode::Replay => "replaying",
+            Mode::Auto => "replaying or recording",
         };
         for (addr, ep) in proxy.local_addrs().iter().zip(&endpoints) {
             println!(
@@ -112,43 +145,21 @@ fn run(config: Config, mode: Mode, recording_dir: PathBuf) -> ExitCode {
                 recording_dir.display()
             );
         }
-        let summary = proxy.run(shutdown_signal()).await;
+        tracing::debug!(runtime = ouli::RUNTIME_NAME, "serving");
+        let stats = proxy.stats();
+        signals.before_forced_exit(move || println!("ouli: {}", stats.snapshot()));
+        let summary = proxy.run(signals.shutdown()).await;
         println!("ouli: {summary}");
-        ExitCode::SUCCESS
-    })
-}
-
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-#[cfg(feature = "tokio")]
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    eprintln!("ouli: shutting down (finishing requests in flight; signal again to force)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        eprintln!("ouli: forced exit");
-        std::process::exit(130);
-    });
-}
-
-#[cfg(feature = "tokio")]
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        if strict && !ouli_adapter_common::report::is_clean(&summary.usage) {
+            eprintln!(
+                "ouli: --strict: there were replay misses or recordings never used (see above)"
+            );
+            return ExitCode::from(EXIT_STRICT);
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+        ExitCode::SUCCESS
+    });
+    served.unwrap_or_else(|e| {
+        eprintln!("ouli: cannot start the {} runtime: {e}", ouli::RUNTIME_NAME);
+        ExitCode::from(1)
+    })
 }

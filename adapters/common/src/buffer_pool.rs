@@ -1,6 +1,7 @@
 //! Read buffers shared by all connections, so an idle connection holds none.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Size of one pooled read buffer.
@@ -14,6 +15,7 @@ pub const MAX_POOLED_BUFFERS: usize = 1024;
 #[derive(Clone, Default)]
 pub struct BufferPool {
     free: Arc<Mutex<Vec<Box<[u8]>>>>,
+    in_use: Arc<AtomicUsize>,
 }
 
 impl BufferPool {
@@ -30,6 +32,7 @@ impl BufferPool {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_else(|| vec![0u8; READ_BUFFER_BYTES].into_boxed_slice());
+        self.in_use.fetch_add(1, Ordering::Relaxed);
         PooledBuffer {
             buf: Some(buf),
             pool: self.clone(),
@@ -39,6 +42,11 @@ impl BufferPool {
     /// Buffers currently free in the pool.
     pub fn free_buffers(&self) -> usize {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Buffers on loan now: taken and not yet given back.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
     }
 }
 
@@ -64,6 +72,7 @@ impl DerefMut for PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
+            self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
             let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
             if free.len() < MAX_POOLED_BUFFERS {
                 free.push(buf);
@@ -85,7 +94,9 @@ mod tests {
             b.as_ptr()
         };
         assert_eq!(pool.free_buffers(), 1);
+        assert_eq!(pool.in_use(), 0);
         let b = pool.take();
+        assert_eq!(pool.in_use(), 1);
         assert_eq!(b.as_ptr(), first_ptr);
         assert_eq!(pool.free_buffers(), 0);
     }

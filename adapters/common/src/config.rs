@@ -9,7 +9,11 @@
 //! upstream_connect_timeout_ms = 5000
 //! upstream_response_timeout_ms = 30000
 //! max_upstream_idle_per_endpoint = 32
+//! max_upstream_in_flight = 1024
+//! upstream_in_flight_timeout_ms = 5000
 //! shutdown_grace_ms = 10000
+//! # tcp_send_buffer_bytes = 65536     # optional; unset = the kernel's default
+//! # tcp_recv_buffer_bytes = 65536     # optional; unset = the kernel's default
 //!
 //! [[endpoints]]
 //! source_host = "127.0.0.1"    # optional, default 127.0.0.1
@@ -20,11 +24,16 @@
 //! target_type = "http"
 //! redact_request_headers = ["Authorization"]   # optional
 //! match_request_headers = []                    # optional
+//! # Matching, redaction and [[endpoints.paths]] overrides: see crate::policy_config.
 //! ```
+//!
+//! A file named `*.yml` or `*.yaml` is read as YAML with the same fields
+//! (Google test-server's format; see [`crate::yaml_config`]).
 //!
 //! Unknown keys are errors, reported with their line and column, so typos do
 //! not silently fall back to defaults.
 
+use ouli_core::engine::MatchPolicy;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Range;
@@ -36,7 +45,9 @@ use toml::Spanned;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// `max_connections` (default 4096, must be at least 1): the most client
-    /// connections served at once; further connections wait to be accepted.
+    /// connections served at once. A connection past the limit is answered
+    /// 503 and closed at once (counted as refused); the accept loop never
+    /// waits for it.
     pub max_connections: usize,
     /// `max_recorded_body_bytes` (default 67108864 = 64 MiB): the largest
     /// request or response body kept in a recording. Record mode refuses
@@ -58,6 +69,21 @@ pub struct Config {
     /// `max_upstream_idle_per_endpoint` (default 32; 0 disables reuse): the
     /// most idle keep-alive connections to the target kept per endpoint.
     pub max_upstream_idle_per_endpoint: usize,
+    /// `max_upstream_in_flight` (default 1024, at least 1): the most requests
+    /// forwarded to upstreams at once, across all endpoints (record mode). A
+    /// request past it waits for a slot, up to `upstream_in_flight_timeout_ms`.
+    pub max_upstream_in_flight: usize,
+    /// `upstream_in_flight_timeout_ms` (default 5000, at least 1): how long a
+    /// request waits for a slot under `max_upstream_in_flight` before it is
+    /// answered 503 with the reason.
+    pub upstream_in_flight_timeout: Duration,
+    /// `tcp_send_buffer_bytes` (optional, at least 1; unset = the kernel's
+    /// default): `SO_SNDBUF` for accepted and upstream sockets. TCP_NODELAY
+    /// is always set.
+    pub tcp_send_buffer_bytes: Option<usize>,
+    /// `tcp_recv_buffer_bytes` (optional, at least 1; unset = the kernel's
+    /// default): `SO_RCVBUF` for accepted and upstream sockets.
+    pub tcp_recv_buffer_bytes: Option<usize>,
     /// `shutdown_grace_ms` (default 10000; 0 = stop at once): on shutdown,
     /// how long in-flight exchanges may finish before connections are closed.
     pub shutdown_grace: Duration,
@@ -94,6 +120,10 @@ pub struct EndpointConfig {
     /// so requests differing only in these headers replay different
     /// responses.
     pub match_request_headers: Vec<String>,
+    /// The matching and redaction rules (with `redact_request_headers` and
+    /// `match_request_headers` included) and the `[[endpoints.paths]]`
+    /// overrides; see [`crate::policy_config`] for the fields.
+    pub policy: MatchPolicy,
 }
 
 impl EndpointConfig {
@@ -228,6 +258,10 @@ impl Default for Config {
             upstream_connect_timeout: Duration::from_millis(5_000),
             upstream_response_timeout: Duration::from_millis(30_000),
             max_upstream_idle_per_endpoint: 32,
+            max_upstream_in_flight: 1024,
+            upstream_in_flight_timeout: Duration::from_millis(5_000),
+            tcp_send_buffer_bytes: None,
+            tcp_recv_buffer_bytes: None,
             shutdown_grace: Duration::from_millis(10_000),
             endpoints: Vec::new(),
         }
@@ -244,6 +278,10 @@ struct RawConfig {
     upstream_connect_timeout_ms: Option<Spanned<u64>>,
     upstream_response_timeout_ms: Option<Spanned<u64>>,
     max_upstream_idle_per_endpoint: Option<usize>,
+    max_upstream_in_flight: Option<Spanned<usize>>,
+    upstream_in_flight_timeout_ms: Option<Spanned<u64>>,
+    tcp_send_buffer_bytes: Option<Spanned<usize>>,
+    tcp_recv_buffer_bytes: Option<Spanned<usize>>,
     shutdown_grace_ms: Option<u64>,
     #[serde(default)]
     endpoints: Vec<Spanned<RawEndpoint>>,
@@ -262,6 +300,23 @@ struct RawEndpoint {
     redact_request_headers: Vec<Spanned<String>>,
     #[serde(default)]
     match_request_headers: Vec<Spanned<String>>,
+    // Matching and redaction: see crate::policy_config.
+    #[serde(default)]
+    ignore_request_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    ignore_query_params: Vec<Spanned<String>>,
+    match_body: Option<Spanned<String>>,
+    #[serde(default)]
+    ignore_json_fields: Vec<Spanned<String>>,
+    on_repeat: Option<Spanned<String>>,
+    #[serde(default)]
+    redact_response_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    redact_query_params: Vec<Spanned<String>>,
+    #[serde(default)]
+    redact_json_fields: Vec<Spanned<String>>,
+    #[serde(default)]
+    paths: Vec<Spanned<crate::policy_config::RawPathOverride>>,
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -314,6 +369,19 @@ impl Checker<'_> {
                 Err(self.invalid(Some(v.span()), format_args!("`{field}` must be at least 1")))
             }
             Some(v) => Ok(Duration::from_millis(v.into_inner())),
+        }
+    }
+
+    fn at_least_one(
+        &self,
+        field: &str,
+        value: Option<Spanned<usize>>,
+    ) -> Result<Option<usize>, ConfigError> {
+        match value {
+            Some(v) if *v.get_ref() == 0 => {
+                Err(self.invalid(Some(v.span()), format_args!("`{field}` must be at least 1")))
+            }
+            v => Ok(v.map(Spanned::into_inner)),
         }
     }
 
@@ -393,6 +461,27 @@ impl Checker<'_> {
                 format_args!("endpoints[{index}].target_port must be 1 to 65535, not 0"),
             ));
         }
+        let redact_request_headers =
+            self.header_names(index, "redact_request_headers", raw.redact_request_headers)?;
+        let match_request_headers =
+            self.header_names(index, "match_request_headers", raw.match_request_headers)?;
+        let policy = crate::policy_config::build_policy(
+            index,
+            crate::policy_config::RawMatching {
+                redact_request_headers: redact_request_headers.clone(),
+                match_request_headers: match_request_headers.clone(),
+                ignore_request_headers: raw.ignore_request_headers,
+                ignore_query_params: raw.ignore_query_params,
+                match_body: raw.match_body,
+                ignore_json_fields: raw.ignore_json_fields,
+                on_repeat: raw.on_repeat,
+                redact_response_headers: raw.redact_response_headers,
+                redact_query_params: raw.redact_query_params,
+                redact_json_fields: raw.redact_json_fields,
+                paths: raw.paths,
+            },
+            &|span, message| self.invalid(span, message),
+        )?;
         Ok(EndpointConfig {
             source_host,
             source_port: raw.source_port.into_inner(),
@@ -400,16 +489,9 @@ impl Checker<'_> {
             target_host: raw.target_host.into_inner(),
             target_port: raw.target_port.into_inner(),
             target_type,
-            redact_request_headers: self.header_names(
-                index,
-                "redact_request_headers",
-                raw.redact_request_headers,
-            )?,
-            match_request_headers: self.header_names(
-                index,
-                "match_request_headers",
-                raw.match_request_headers,
-            )?,
+            redact_request_headers,
+            match_request_headers,
+            policy,
         })
     }
 }
@@ -449,13 +531,16 @@ impl Config {
         };
         let defaults = Config::default();
 
-        let max_connections = match raw.max_connections {
-            None => defaults.max_connections,
-            Some(v) if *v.get_ref() == 0 => {
-                return Err(check.invalid(Some(v.span()), "`max_connections` must be at least 1"))
-            }
-            Some(v) => v.into_inner(),
-        };
+        let max_connections = check
+            .at_least_one("max_connections", raw.max_connections)?
+            .unwrap_or(defaults.max_connections);
+        let max_upstream_in_flight = check
+            .at_least_one("max_upstream_in_flight", raw.max_upstream_in_flight)?
+            .unwrap_or(defaults.max_upstream_in_flight);
+        let tcp_send_buffer_bytes =
+            check.at_least_one("tcp_send_buffer_bytes", raw.tcp_send_buffer_bytes)?;
+        let tcp_recv_buffer_bytes =
+            check.at_least_one("tcp_recv_buffer_bytes", raw.tcp_recv_buffer_bytes)?;
 
         if raw.endpoints.is_empty() {
             return Err(check.invalid(
@@ -512,6 +597,14 @@ impl Config {
             max_upstream_idle_per_endpoint: raw
                 .max_upstream_idle_per_endpoint
                 .unwrap_or(defaults.max_upstream_idle_per_endpoint),
+            max_upstream_in_flight,
+            upstream_in_flight_timeout: check.millis(
+                "upstream_in_flight_timeout_ms",
+                raw.upstream_in_flight_timeout_ms,
+                defaults.upstream_in_flight_timeout,
+            )?,
+            tcp_send_buffer_bytes,
+            tcp_recv_buffer_bytes,
             shutdown_grace: raw
                 .shutdown_grace_ms
                 .map(Duration::from_millis)
@@ -520,13 +613,22 @@ impl Config {
         })
     }
 
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path`: YAML when its extension is
+    /// `yml` or `yaml`, TOML otherwise.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             file: file.clone(),
             source,
         })?;
+        let yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"));
+        if yaml {
+            // Google test-server's format; see crate::yaml_config.
+            return Config::from_yaml_str(&text, &file);
+        }
         Config::from_toml_str(&text, &file)
     }
 }
@@ -581,6 +683,10 @@ target_type = "http"
         assert_eq!(c.upstream_connect_timeout, Duration::from_secs(5));
         assert_eq!(c.upstream_response_timeout, Duration::from_secs(30));
         assert_eq!(c.max_upstream_idle_per_endpoint, 32);
+        assert_eq!(c.max_upstream_in_flight, 1024);
+        assert_eq!(c.upstream_in_flight_timeout, Duration::from_secs(5));
+        assert_eq!(c.tcp_send_buffer_bytes, None);
+        assert_eq!(c.tcp_recv_buffer_bytes, None);
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(
             Config {
@@ -600,6 +706,7 @@ target_type = "http"
                 target_type: TargetType::Http,
                 redact_request_headers: vec![],
                 match_request_headers: vec![],
+                policy: MatchPolicy::default(),
             }]
         );
         assert_eq!(c.endpoints[0].source_addr(), "127.0.0.1:8080");
@@ -616,6 +723,10 @@ idle_timeout_ms = 2
 upstream_connect_timeout_ms = 3
 upstream_response_timeout_ms = 4
 max_upstream_idle_per_endpoint = 0
+max_upstream_in_flight = 7
+upstream_in_flight_timeout_ms = 5
+tcp_send_buffer_bytes = 65536
+tcp_recv_buffer_bytes = 32768
 shutdown_grace_ms = 0
 
 [[endpoints]]
@@ -644,6 +755,10 @@ target_type = "http"
         assert_eq!(c.upstream_connect_timeout, Duration::from_millis(3));
         assert_eq!(c.upstream_response_timeout, Duration::from_millis(4));
         assert_eq!(c.max_upstream_idle_per_endpoint, 0);
+        assert_eq!(c.max_upstream_in_flight, 7);
+        assert_eq!(c.upstream_in_flight_timeout, Duration::from_millis(5));
+        assert_eq!(c.tcp_send_buffer_bytes, Some(65536));
+        assert_eq!(c.tcp_recv_buffer_bytes, Some(32768));
         assert_eq!(c.shutdown_grace, Duration::ZERO);
         assert_eq!(c.endpoints.len(), 2);
         assert_eq!(c.endpoints[0].source_addr(), "[::1]:0");
@@ -730,6 +845,26 @@ target_type = "http"
             msg.contains("line 2") && msg.contains("idle_timeout_ms"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn connection_layer_fields_must_be_positive() {
+        for (field, line) in [
+            ("max_upstream_in_flight", 1),
+            ("upstream_in_flight_timeout_ms", 2),
+            ("tcp_send_buffer_bytes", 3),
+            ("tcp_recv_buffer_bytes", 4),
+        ] {
+            let text = format!("{}{field} = 0\n{MINIMAL}", "\n".repeat(line - 1));
+            let msg = invalid(&text);
+            assert!(
+                msg.contains(&format!("line {line}")) && msg.contains(field),
+                "{msg}"
+            );
+        }
+        let (line, _, message) = parse_err(&format!("\n\ntcp_send_buffer_bytes = -5\n{MINIMAL}"));
+        assert_eq!(line, 3);
+        assert!(message.contains("-5"), "{message}");
     }
 
     #[test]

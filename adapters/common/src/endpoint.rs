@@ -1,9 +1,11 @@
 //! Turning the config into what the core needs for each endpoint.
 
 use crate::config::{Config, EndpointConfig};
+use crate::recorder::Recorder;
 use crate::recording_dir::{LoadError, RecordingDir};
-use ouli_core::engine::{MatchPolicy, ReplayIndex};
+use ouli_core::engine::ReplayIndex;
 use ouli_core::proxy::{Mode, ProxySettings};
+use ouli_core::store::Recording;
 
 /// The `Host` value Ouli sends upstream: the target host, with the port
 /// unless it is the scheme's default (80 for http).
@@ -20,10 +22,7 @@ pub fn upstream_authority(endpoint: &EndpointConfig) -> String {
 /// The core's settings for one endpoint's connections.
 pub fn proxy_settings(config: &Config, endpoint: &EndpointConfig, mode: Mode) -> ProxySettings {
     let mut s = ProxySettings::new(mode, upstream_authority(endpoint));
-    s.policy = MatchPolicy {
-        redact_request_headers: endpoint.redact_request_headers.clone(),
-        match_request_headers: endpoint.match_request_headers.clone(),
-    };
+    s.policy = endpoint.policy.clone();
     s.max_body_bytes = config.max_recorded_body_bytes;
     s.header_read_timeout = config.header_read_timeout;
     s.idle_timeout = config.idle_timeout;
@@ -36,4 +35,17 @@ pub fn proxy_settings(config: &Config, endpoint: &EndpointConfig, mode: Mode) ->
 pub fn load_replay_index(dir: &RecordingDir) -> Result<ReplayIndex, LoadError> {
     let recordings = dir.load_all()?;
     Ok(ReplayIndex::new(recordings.into_iter().map(|(_, r)| r)))
+}
+
+/// Auto mode: the replay index of everything under `dir`, and a recorder
+/// that appends new interactions to those recordings. A missing directory
+/// is an empty one (it is created on the first store).
+pub fn load_auto(dir: &RecordingDir) -> Result<(ReplayIndex, Recorder), LoadError> {
+    let recordings: Vec<Recording> = match dir.load_all() {
+        Ok(found) => found.into_iter().map(|(_, r)| r).collect(),
+        Err(LoadError::MissingDir(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let index = ReplayIndex::new(recordings.iter().cloned());
+    Ok((index, Recorder::appending(dir.clone(), recordings)))
 }

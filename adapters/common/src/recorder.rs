@@ -10,23 +10,41 @@ use std::sync::{Arc, Mutex};
 
 /// Collects the interactions of a record run, one [`Recording`] per test.
 ///
-/// The first interaction a run stores for a test starts that test's
-/// recording afresh (the test is re-recorded); tests the run never sees keep
-/// their files untouched. Each store rewrites the test's file with
+/// In record mode ([`Recorder::new`]) the first interaction a run stores
+/// for a test starts that test's recording afresh (the test is
+/// re-recorded); in auto mode ([`Recorder::appending`]) it is appended to
+/// the test's existing recording. Either way, tests the run never stores
+/// for keep their files untouched. Each store rewrites the test's file with
 /// [`RecordingDir::write_atomic`], so what is on disk is always a whole,
 /// parseable recording. The methods block on file I/O: adapters call them
 /// from a blocking context.
 pub struct Recorder {
     dir: RecordingDir,
     tests: Mutex<HashMap<String, Arc<Mutex<Recording>>>>,
+    /// Auto mode: the recordings new interactions are appended to, taken
+    /// out on a test's first store.
+    existing: Mutex<HashMap<String, Recording>>,
 }
 
 impl Recorder {
     /// A recorder writing under `dir`.
     pub fn new(dir: RecordingDir) -> Self {
+        Recorder::appending(dir, [])
+    }
+
+    /// A recorder writing under `dir` that appends to `existing`
+    /// recordings (auto mode). A test that appears twice keeps the later
+    /// recording, as the replay index does.
+    pub fn appending(dir: RecordingDir, existing: impl IntoIterator<Item = Recording>) -> Self {
         Recorder {
             dir,
             tests: Mutex::new(HashMap::new()),
+            existing: Mutex::new(
+                existing
+                    .into_iter()
+                    .map(|r| (r.test_name.clone(), r))
+                    .collect(),
+            ),
         }
     }
 
@@ -35,11 +53,16 @@ impl Recorder {
     pub fn store(&self, test_name: &str, interaction: Interaction) -> io::Result<PathBuf> {
         let recording = {
             let mut tests = self.tests.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(
-                tests
-                    .entry(test_name.to_owned())
-                    .or_insert_with(|| Arc::new(Mutex::new(Recording::new(test_name)))),
-            )
+            Arc::clone(tests.entry(test_name.to_owned()).or_insert_with(|| {
+                let existing = self
+                    .existing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(test_name);
+                Arc::new(Mutex::new(
+                    existing.unwrap_or_else(|| Recording::new(test_name)),
+                ))
+            }))
         };
         // One test's writes are serialized; different tests write in parallel.
         let mut recording = recording.lock().unwrap_or_else(|e| e.into_inner());

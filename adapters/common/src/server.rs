@@ -1,0 +1,469 @@
+//! The proxy server, written once over [`Runtime`]: binding, the accept loop
+//! with its connection limit, graceful shutdown, and an in-process
+//! [`TestProxy`]. Each adapter crate names these types for its runtime, e.g.
+//! `ouli_tokio::Proxy = Proxy<Tokio>`.
+
+use crate::buffer_pool::BufferPool;
+use crate::config::{Config, EndpointConfig};
+use crate::driver::serve;
+use crate::endpoint::{load_auto, load_replay_index, proxy_settings};
+use crate::recorder::Recorder;
+use crate::recording_dir::{LoadError, RecordingDir};
+use crate::runtime::Runtime;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::sync::{race, Gauge, Latch};
+use crate::tcp::{bind_listener, TcpTuning};
+use crate::upstream::{InFlightLimit, UpstreamPool};
+use ouli_core::engine::{ReplayIndex, TestUsage};
+use ouli_core::proxy::{Mode, ProxySettings};
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{Shutdown, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The answer to a connection past `max_connections`, written without
+/// waiting before the connection is closed.
+pub const LIMIT_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 41\r\n\r\nOuli: connection limit reached, try again\n";
+
+/// Entry point: `Proxy::builder(config, mode, dir).bind().await?.run(shutdown).await`.
+pub struct Proxy<R>(PhantomData<fn() -> R>);
+
+impl<R: Runtime> Proxy<R> {
+    /// Starts configuring a proxy for `config`, in `mode`, with recordings under `recording_dir`.
+    pub fn builder(
+        config: Config,
+        mode: Mode,
+        recording_dir: impl Into<PathBuf>,
+    ) -> ProxyBuilder<R> {
+        ProxyBuilder {
+            config,
+            mode,
+            recording_dir: recording_dir.into(),
+            runtime: PhantomData,
+        }
+    }
+}
+
+/// A proxy being configured.
+pub struct ProxyBuilder<R> {
+    config: Config,
+    mode: Mode,
+    recording_dir: PathBuf,
+    runtime: PhantomData<fn() -> R>,
+}
+
+/// Why a proxy could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The recordings could not be loaded (replay mode).
+    Load(LoadError),
+    /// A listener could not bind.
+    Bind {
+        /// The address.
+        addr: String,
+        /// The reason.
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Load(e) => write!(f, "cannot load recordings: {e}"),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// State shared by all connections of a proxy.
+pub(crate) struct Shared {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) recorder: Option<Arc<Recorder>>,
+    pub(crate) index: Option<Arc<ReplayIndex>>,
+    pub(crate) buffers: BufferPool,
+    pub(crate) in_flight: InFlightLimit,
+    /// Open client connections.
+    connections: Arc<Gauge>,
+    max_connections: usize,
+    /// Recordings being written.
+    pub(crate) stores: Arc<Gauge>,
+    tuning: TcpTuning,
+    /// Set when the shutdown starts: stop accepting, finish what is in flight.
+    pub(crate) shutdown: Latch,
+    /// Set when the grace period is over: drop every connection.
+    force: Latch,
+}
+
+/// One endpoint's core settings and its upstream pool.
+pub(crate) struct Endpoint<R: Runtime> {
+    pub(crate) settings: Arc<ProxySettings>,
+    pub(crate) pool: UpstreamPool<R>,
+}
+
+impl<R: Runtime> Endpoint<R> {
+    fn new(config: &Config, endpoint: &EndpointConfig, mode: Mode) -> Self {
+        Endpoint {
+            settings: Arc::new(proxy_settings(config, endpoint, mode)),
+            pool: UpstreamPool::new(
+                endpoint.target_host.clone(),
+                endpoint.target_port,
+                config.upstream_connect_timeout,
+                config.max_upstream_idle_per_endpoint,
+                TcpTuning::from_config(config),
+            ),
+        }
+    }
+}
+
+impl<R: Runtime> ProxyBuilder<R> {
+    /// Loads recordings (replay mode) and binds every endpoint's listener.
+    pub async fn bind(self) -> Result<BoundProxy<R>, StartError> {
+        let config = self.config;
+        let dir = RecordingDir::new(self.recording_dir);
+        let (index, recorder) = match self.mode {
+            Mode::Replay => (
+                Some(Arc::new(load_replay_index(&dir).map_err(StartError::Load)?)),
+                None,
+            ),
+            Mode::Record => (None, Some(Arc::new(Recorder::new(dir)))),
+            // Replays what is recorded and records what is not.
+            Mode::Auto => {
+                // New interactions are appended to the tests' recordings.
+                let (index, recorder) = load_auto(&dir).map_err(StartError::Load)?;
+                (Some(Arc::new(index)), Some(Arc::new(recorder)))
+            }
+        };
+        let shared = Arc::new(Shared {
+            stats: Arc::new(Stats::default()),
+            recorder,
+            index,
+            buffers: BufferPool::new(),
+            in_flight: InFlightLimit::new(
+                config.max_upstream_in_flight,
+                config.upstream_in_flight_timeout,
+            ),
+            connections: Gauge::new(),
+            max_connections: config.max_connections,
+            stores: Gauge::new(),
+            tuning: TcpTuning::from_config(&config),
+            shutdown: Latch::new(),
+            force: Latch::new(),
+        });
+        let mut listeners = Vec::new();
+        for endpoint in &config.endpoints {
+            let listener = bind_listener(&endpoint.source_host, endpoint.source_port)
+                .and_then(R::listener)
+                .map_err(|source| StartError::Bind {
+                    addr: endpoint.source_addr(),
+                    source,
+                })?;
+            let endpoint = Arc::new(Endpoint::new(&config, endpoint, self.mode));
+            listeners.push((listener, endpoint));
+        }
+        Ok(BoundProxy {
+            listeners,
+            shared,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+}
+
+/// A proxy whose listeners are bound; [`BoundProxy::run`] serves.
+pub struct BoundProxy<R: Runtime> {
+    listeners: Vec<(R::Listener, Arc<Endpoint<R>>)>,
+    shared: Arc<Shared>,
+    shutdown_grace: Duration,
+}
+
+/// What a run did, returned by [`BoundProxy::run`].
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// The counters at the end.
+    pub stats: StatsSnapshot,
+    /// Replay and auto modes: per test, hits, misses and the recorded
+    /// interactions never used (see [`crate::report`]).
+    pub usage: Vec<TestUsage>,
+    /// Connections still open when the shutdown grace period ran out.
+    pub forced_connections: usize,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.stats)?;
+        crate::report::write_usage(f, &self.usage)?;
+        if self.forced_connections > 0 {
+            write!(
+                f,
+                "\n  {} connections cut at the shutdown deadline",
+                self.forced_connections
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl<R: Runtime> BoundProxy<R> {
+    /// The bound address of each endpoint, in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| R::local_addr(l).ok())
+            .collect()
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// The pool of read buffers (to see how many are in use).
+    pub fn buffers(&self) -> BufferPool {
+        self.shared.buffers.clone()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops
+    /// accepting (new connections are refused by the kernel), lets exchanges
+    /// in flight finish (up to the configured grace period, after which the
+    /// remaining connections are closed), and returns once every recording
+    /// is written.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> RunSummary {
+        let BoundProxy {
+            listeners,
+            shared,
+            shutdown_grace,
+        } = self;
+        let accepting = Gauge::new();
+        for (listener, endpoint) in listeners {
+            let running = accepting.enter();
+            let shared = Arc::clone(&shared);
+            R::spawn(async move {
+                race(
+                    accept_loop(&listener, &endpoint, &shared),
+                    shared.shutdown.wait(),
+                )
+                .await;
+                // Close the listener before saying so.
+                drop(listener);
+                drop(running);
+            });
+        }
+        shutdown.await;
+        shared.shutdown.set();
+        accepting.wait_empty().await;
+        let deadline = Instant::now() + shutdown_grace;
+        race(shared.connections.wait_empty(), R::sleep_until(deadline)).await;
+        let forced = shared.connections.count();
+        if forced > 0 {
+            shared.force.set();
+            tracing::warn!(
+                forced,
+                "shutdown grace period over; closing remaining connections"
+            );
+        }
+        shared.stores.wait_empty().await;
+        RunSummary {
+            stats: shared.stats.snapshot(),
+            usage: shared.index.as_ref().map(|i| i.usage()).unwrap_or_default(),
+            forced_connections: forced,
+        }
+    }
+}
+
+async fn accept_loop<R: Runtime>(
+    listener: &R::Listener,
+    endpoint: &Arc<Endpoint<R>>,
+    shared: &Arc<Shared>,
+) {
+    loop {
+        let socket = match R::accept(listener).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                // Out of file descriptors and similar: back off, never spin.
+                tracing::warn!("accept failed: {e}");
+                R::sleep_until(Instant::now() + Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(slot) = shared.connections.try_enter(shared.max_connections) else {
+            shared
+                .stats
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            refuse(R::sock_ref(&socket));
+            continue;
+        };
+        shared
+            .stats
+            .accepted_connections
+            .fetch_add(1, Ordering::Relaxed);
+        shared.tuning.apply(R::sock_ref(&socket));
+        let endpoint = Arc::clone(endpoint);
+        let shared = Arc::clone(shared);
+        R::spawn(async move {
+            race(serve(socket, &endpoint, &shared), shared.force.wait()).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Answers 503 and closes, never waiting: the send and the drain are
+/// non-blocking and best effort.
+fn refuse(socket: socket2::SockRef<'_>) {
+    let _ = socket.send(LIMIT_RESPONSE);
+    let _ = socket.shutdown(Shutdown::Write);
+    // Read what the client already sent, so closing sends a FIN, not a reset
+    // that could destroy the answer before the client reads it.
+    let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
+    for _ in 0..8 {
+        match socket.recv(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
+/// A proxy serving in the background of the current runtime, for tests: it
+/// listens on the addresses in its config (use port 0 for an ephemeral port)
+/// and shuts down gracefully when stopped or dropped.
+///
+/// A complete, running example is the repository's `tests/in_process/main.rs`
+/// (`cargo test -p ouli --test in_process`): it writes a recording in code
+/// with `ouli_core::store` and [`RecordingDir::write_atomic`], starts
+/// `ouli_tokio::TestProxy` in replay mode, sends a request, and shows both
+/// dropping the proxy and [`TestProxy::stop`], which returns the run's usage
+/// per test.
+pub struct TestProxy<R: Runtime> {
+    addrs: Vec<SocketAddr>,
+    stats: Arc<Stats>,
+    buffers: BufferPool,
+    stop: Arc<Latch>,
+    done: Arc<Finished>,
+    runtime: PhantomData<fn() -> R>,
+}
+
+#[derive(Default)]
+struct Finished {
+    summary: Mutex<Option<RunSummary>>,
+    latch: Latch,
+}
+
+impl<R: Runtime> TestProxy<R> {
+    /// Binds and starts serving in a background task.
+    pub async fn start(
+        config: Config,
+        mode: Mode,
+        recording_dir: impl Into<PathBuf>,
+    ) -> Result<Self, StartError> {
+        let bound = Proxy::<R>::builder(config, mode, recording_dir)
+            .bind()
+            .await?;
+        let addrs = bound.local_addrs();
+        let stats = bound.stats();
+        let buffers = bound.buffers();
+        let stop = Arc::new(Latch::new());
+        let done = Arc::new(Finished::default());
+        let (stopped, finished) = (Arc::clone(&stop), Arc::clone(&done));
+        R::spawn(async move {
+            // Says "finished" even if the task panics or its runtime drops it.
+            let finished = SetOnDrop(finished);
+            let summary = bound.run(stopped.wait()).await;
+            *finished.0.summary.lock().unwrap_or_else(|e| e.into_inner()) = Some(summary);
+        });
+        Ok(TestProxy {
+            addrs,
+            stats,
+            buffers,
+            stop,
+            done,
+            runtime: PhantomData,
+        })
+    }
+
+    /// The first endpoint's bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every endpoint's bound address, in config order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Read buffers on loan right now (0 when every connection is idle).
+    pub fn buffers_in_use(&self) -> usize {
+        self.buffers.in_use()
+    }
+
+    /// Starts the graceful shutdown without waiting for it.
+    pub fn begin_stop(&self) {
+        self.stop.set();
+    }
+
+    /// Shuts down gracefully and returns what the run did.
+    pub async fn stop(self) -> RunSummary {
+        self.stop.set();
+        self.done.latch.wait().await;
+        let summary = self
+            .done
+            .summary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        summary.unwrap_or_else(|| panic!("the proxy task ended without finishing its run"))
+    }
+}
+
+/// Sets the [`Finished`] latch when dropped.
+struct SetOnDrop(Arc<Finished>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.latch.set();
+    }
+}
+
+impl<R: Runtime> Drop for TestProxy<R> {
+    fn drop(&mut self) {
+        self.stop.set();
+    }
+}
+
+/// Names the [`server`](crate::server) types for one runtime, in an adapter
+/// crate: `Proxy`, `ProxyBuilder`, `BoundProxy`, `TestProxy`, the re-exported
+/// `RunSummary` and `StartError`, and `RUNTIME_NAME`.
+///
+/// ```ignore
+/// ouli_adapter_common::adapter_types!(Smol, "smol");
+/// ```
+#[macro_export]
+macro_rules! adapter_types {
+    ($runtime:ty, $name:literal) => {
+        pub use $crate::server::{RunSummary, StartError};
+
+        #[doc = concat!("Entry point on ", $name, ": `Proxy::builder(config, mode, dir).bind().await?.run(shutdown).await`.")]
+        pub type Proxy = $crate::server::Proxy<$runtime>;
+        #[doc = concat!("A proxy being configured, on ", $name, "; see [`ProxyBuilder`](", stringify!($crate), "::server::ProxyBuilder).")]
+        pub type ProxyBuilder = $crate::server::ProxyBuilder<$runtime>;
+        #[doc = concat!("A proxy whose listeners are bound, on ", $name, "; `run(shutdown)` serves.")]
+        pub type BoundProxy = $crate::server::BoundProxy<$runtime>;
+        #[doc = concat!(
+            "A proxy serving in the background on ", $name, ", for tests: `TestProxy::start(config, mode, dir).await`, ",
+            "`.addr()`, `.stop().await`; it listens on the addresses in its config (use port 0 for an ",
+            "ephemeral port) and shuts down gracefully when stopped or dropped."
+        )]
+        pub type TestProxy = $crate::server::TestProxy<$runtime>;
+        /// The name of this runtime, as the `ouli` binary reports it.
+        pub const RUNTIME_NAME: &str = $name;
+    };
+}
