@@ -19,20 +19,25 @@
 //! A WebSocket upgrade answered with 101 turns the connection into a
 //! WebSocket session for the rest of its life (see [`crate::ws`]).
 
+mod h2;
 mod websocket;
 
+pub use self::h2::UpstreamProtocol;
+use self::h2::{Ctx as H2Ctx, H2Session};
 pub use websocket::ReplayTiming;
 use websocket::{RecordSession, ReplaySession, Step};
 
 use crate::engine::{
-    forwardable_request_headers, redact_headers, test_name, FingerprintBuilder, Lookup,
-    MatchPolicy, MissReport, ReplayIndex, TEST_NAME_HEADER,
+    forwardable_request_headers, redact_request, redact_response, test_name, Lookup, MatchPolicy,
+    MissReport, ReplayIndex, TEST_NAME_HEADER,
 };
 use crate::h1::{
     encode_chunk, encode_last_chunk, encode_request_head, encode_response_head, BodyFraming,
     BodyKind, H1Error, H1Limits, RequestDecoder, RequestEvent, ResponseDecoder, ResponseEvent,
 };
-use crate::message::{is_hop_by_hop, list_contains, Header, RequestHead, ResponseHead, Version};
+use crate::message::{
+    header_value, is_hop_by_hop, list_contains, Header, RequestHead, ResponseHead, Version,
+};
 use crate::store::{Framing, Interaction, RecordedRequest, RecordedResponse};
 use crate::ws::{accept_key, is_upgrade_request, validate_handshake, MaskSource, WsLimits};
 use bytes::{Bytes, BytesMut};
@@ -60,6 +65,10 @@ pub enum Mode {
     Record,
     /// Answer from recordings only; never open an upstream connection.
     Replay,
+    /// Replay what is recorded, forward and record what is not (VCR's
+    /// `new_episodes`): a request that would miss in replay is handled
+    /// exactly as in record mode.
+    Auto,
 }
 
 /// Settings for the connections of one endpoint.
@@ -85,6 +94,8 @@ pub struct ProxySettings {
     pub ws_limits: WsLimits,
     /// How recorded WebSocket server messages are paced in replay.
     pub ws_replay_timing: ReplayTiming,
+    /// The protocol spoken to the upstream when recording.
+    pub upstream_protocol: UpstreamProtocol,
 }
 
 impl ProxySettings {
@@ -101,6 +112,7 @@ impl ProxySettings {
             upstream_response_timeout: Duration::from_secs(30),
             ws_limits: WsLimits::default(),
             ws_replay_timing: ReplayTiming::default(),
+            upstream_protocol: UpstreamProtocol::default(),
         }
     }
 }
@@ -215,22 +227,22 @@ struct Request {
     target: Bytes,
     /// Headers as forwarded: hop-by-hop, test name and Expect removed, Host rewritten.
     headers: Vec<Header>,
-    fingerprint: FingerprintBuilder,
     body: BytesMut,
     /// The `Sec-WebSocket-Key` of a WebSocket upgrade request.
     ws_key: Option<Bytes>,
 }
 
 impl Request {
+    /// The request as stored and matched: redacted with the policy.
     fn recorded(&self, policy: &MatchPolicy) -> RecordedRequest {
-        let mut headers = self.headers.clone();
-        redact_headers(policy, &mut headers);
-        RecordedRequest {
+        let mut recorded = RecordedRequest {
             method: self.method.clone(),
             target: self.target.clone(),
-            headers,
+            headers: self.headers.clone(),
             body: self.body.clone().freeze(),
-        }
+        };
+        redact_request(policy, &mut recorded);
+        recorded
     }
 }
 
@@ -259,8 +271,6 @@ struct ResponseInProgress {
 
 struct RecordExchange {
     request: Request,
-    request_framing: BodyFraming,
-    request_done: bool,
     upstream: UpstreamLeg,
     response: ResponseProgress,
 }
@@ -268,14 +278,16 @@ struct RecordExchange {
 enum Phase {
     /// Between requests, or reading a request head.
     Idle,
-    /// Replay: reading the request body to match it.
-    ReplayBody(Box<Request>),
+    /// Reading the request body, before matching or forwarding it.
+    ReadingBody(Box<Request>),
     /// Record: exchanging with the upstream.
     Record(Box<RecordExchange>),
     /// Record: a WebSocket conversation passing through.
     WsRecord(Box<RecordSession>),
     /// Replay: a recorded WebSocket conversation playing back.
     WsReplay(Box<ReplaySession>),
+    /// An HTTP/2 connection (h2c with prior knowledge).
+    H2(Box<H2Session>),
     /// Everything queued is written, then the connection closes.
     Closing,
 }
@@ -294,10 +306,12 @@ pub struct Connection {
     client_eof: bool,
     shutting_down: bool,
     masks: MaskSource,
+    /// No request has been read yet: the bytes may be an HTTP/2 preface.
+    first_request: bool,
 }
 
 impl Connection {
-    /// A new connection accepted at `now`. Replay mode needs `index`.
+    /// A new connection accepted at `now`. Replay and auto modes need `index`.
     pub fn new(
         settings: Arc<ProxySettings>,
         index: Option<Arc<ReplayIndex>>,
@@ -318,6 +332,7 @@ impl Connection {
             client_eof: false,
             shutting_down: false,
             masks: MaskSource::new(0),
+            first_request: true,
         }
     }
 
@@ -348,6 +363,15 @@ impl Connection {
         if data.is_empty() {
             return;
         }
+        if let Phase::H2(session) = &mut self.phase {
+            let ctx = H2Ctx {
+                settings: &self.settings,
+                index: self.index.as_deref(),
+            };
+            session.handle_upstream_bytes(now, data, &ctx, &mut self.out);
+            self.after_h2(now);
+            return;
+        }
         if let Phase::WsRecord(_) = self.phase {
             self.upstream_in.extend_from_slice(data);
             self.process(now);
@@ -366,6 +390,15 @@ impl Connection {
 
     /// The upstream closed its side of the connection.
     pub fn handle_upstream_eof(&mut self, now: Instant) {
+        if let Phase::H2(session) = &mut self.phase {
+            let ctx = H2Ctx {
+                settings: &self.settings,
+                index: self.index.as_deref(),
+            };
+            session.handle_upstream_eof(now, &ctx, &mut self.out);
+            self.after_h2(now);
+            return;
+        }
         if let Phase::WsRecord(_) = self.phase {
             self.process(now);
             if let Phase::WsRecord(session) = &mut self.phase {
@@ -414,6 +447,15 @@ impl Connection {
 
     /// The connection asked for with [`Output::OpenUpstream`] is ready.
     pub fn upstream_connected(&mut self, now: Instant) {
+        if let Phase::H2(session) = &mut self.phase {
+            let ctx = H2Ctx {
+                settings: &self.settings,
+                index: self.index.as_deref(),
+            };
+            session.upstream_connected(now, &ctx, &mut self.out);
+            self.after_h2(now);
+            return;
+        }
         let Phase::Record(ex) = &mut self.phase else {
             return;
         };
@@ -434,18 +476,19 @@ impl Connection {
 
     /// The connection asked for with [`Output::OpenUpstream`] could not be made.
     pub fn upstream_failed(&mut self, now: Instant, failure: UpstreamFailure) {
+        if let Phase::H2(session) = &mut self.phase {
+            let ctx = H2Ctx {
+                settings: &self.settings,
+                index: self.index.as_deref(),
+            };
+            session.upstream_failed(now, failure, &ctx, &mut self.out);
+            self.after_h2(now);
+            return;
+        }
         if !matches!(self.phase, Phase::Record(_)) {
             return;
         }
-        let (status, reason) = match failure {
-            UpstreamFailure::ConnectTimeout => {
-                (504, "timed out connecting to the upstream".to_owned())
-            }
-            UpstreamFailure::Connect(why) => {
-                (502, format!("could not connect to the upstream: {why}"))
-            }
-            UpstreamFailure::Overloaded(why) => (503, why),
-        };
+        let (status, reason) = failure_status(&failure);
         self.phase = Phase::Idle;
         self.send_error(status, &reason, true);
         self.out
@@ -455,6 +498,21 @@ impl Connection {
 
     /// Time has reached `now`; act on any deadline that passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Phase::H2(session) = &mut self.phase {
+            let ctx = H2Ctx {
+                settings: &self.settings,
+                index: self.index.as_deref(),
+            };
+            session.handle_timeout(now, &ctx, &mut self.out);
+            if matches!(self.deadline, Some((at, Timer::Idle)) if now >= at) && session.is_idle() {
+                // An idle HTTP/2 connection: GOAWAY, then close.
+                session.go_away(&mut self.out);
+                self.close();
+                return;
+            }
+            self.after_h2(now);
+            return;
+        }
         let Some((at, timer)) = self.deadline else {
             return;
         };
@@ -491,6 +549,11 @@ impl Connection {
     /// connection closes. An idle connection closes at once.
     pub fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
+        if let Phase::H2(session) = &mut self.phase {
+            session.go_away(&mut self.out);
+            self.after_h2(now);
+            return;
+        }
         self.process(now);
     }
 
@@ -501,13 +564,23 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline.map(|(at, _)| at)
+        let own = self.deadline.map(|(at, _)| at);
+        match &self.phase {
+            Phase::H2(session) => match (own, session.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            _ => own,
+        }
     }
 
     /// Whether the adapter should read more client bytes now. False while
     /// enough input is buffered or the connection is closing: this is the
     /// backpressure toward the client.
     pub fn wants_client_read(&self) -> bool {
+        if let Phase::H2(session) = &self.phase {
+            return !self.client_eof && session.wants_client_read();
+        }
         !self.client_eof
             && !matches!(self.phase, Phase::Closing)
             && self.client_in.len() < self.input_cap()
@@ -532,6 +605,7 @@ impl Connection {
                     && self.upstream_in.len() < MAX_UPSTREAM_BUFFER_BYTES
             }
             Phase::WsRecord(_) => self.upstream_in.len() < self.input_cap(),
+            Phase::H2(session) => session.wants_upstream_read(),
             _ => false,
         }
     }
@@ -612,10 +686,14 @@ impl Connection {
             let progressed = match &self.phase {
                 Phase::Closing => return,
                 Phase::Idle => self.step_idle(now),
-                Phase::ReplayBody(_) => self.step_replay_body(now),
+                Phase::ReadingBody(_) => self.step_reading_body(now),
                 Phase::Record(_) => self.step_record(now),
                 Phase::WsRecord(_) | Phase::WsReplay(_) => {
                     self.step_websocket(now);
+                    false
+                }
+                Phase::H2(_) => {
+                    self.step_h2(now);
                     false
                 }
             };
@@ -629,6 +707,43 @@ impl Connection {
         }
         if self.upstream_in.is_empty() && self.upstream_in.capacity() > 0 {
             self.upstream_in = BytesMut::new();
+        }
+    }
+
+    /// Hands buffered client bytes to the HTTP/2 session.
+    fn step_h2(&mut self, now: Instant) {
+        let Phase::H2(session) = &mut self.phase else {
+            return;
+        };
+        let ctx = H2Ctx {
+            settings: &self.settings,
+            index: self.index.as_deref(),
+        };
+        if !self.client_in.is_empty() {
+            let input = std::mem::take(&mut self.client_in);
+            session.handle_client_bytes(now, &input, &ctx, &mut self.out);
+        }
+        if self.client_eof {
+            session.handle_client_eof(now);
+        }
+        self.after_h2(now);
+    }
+
+    /// After the HTTP/2 session acted: close when it is over, keep the idle timer.
+    fn after_h2(&mut self, now: Instant) {
+        let Phase::H2(session) = &self.phase else {
+            return;
+        };
+        if session.is_finished() || self.client_eof || (self.shutting_down && session.is_idle()) {
+            self.close();
+            return;
+        }
+        if session.is_idle() {
+            if !matches!(self.deadline, Some((_, Timer::Idle))) {
+                self.arm(now + self.settings.idle_timeout, Timer::Idle);
+            }
+        } else {
+            self.deadline = None;
         }
     }
 
@@ -661,6 +776,21 @@ impl Connection {
     }
 
     fn step_idle(&mut self, now: Instant) -> bool {
+        if self.first_request && !self.client_in.is_empty() {
+            // h2c with prior knowledge shares the port: the preface tells.
+            if crate::h2::is_h2_preface_prefix(&self.client_in) {
+                if self.client_in.len() < crate::h2::PREFACE.len() {
+                    if self.client_eof {
+                        self.close();
+                    }
+                    return false;
+                }
+                self.phase = Phase::H2(Box::new(H2Session::new(now)));
+                self.deadline = None;
+                return true;
+            }
+            self.first_request = false;
+        }
         if self.shutting_down && self.requests.is_idle() && self.client_in.is_empty() {
             self.close();
             return false;
@@ -762,8 +892,6 @@ impl Connection {
             headers.push(Header::new("Upgrade", "websocket"));
             headers.push(Header::new("Connection", "Upgrade"));
         }
-        let fingerprint =
-            FingerprintBuilder::new(&settings.policy, &head.method, &head.target, &headers);
         let request = Request {
             test_name: test_name(&head.headers),
             request_line: format!(
@@ -777,7 +905,6 @@ impl Connection {
             method: head.method.clone(),
             target: head.target.clone(),
             headers,
-            fingerprint,
             body: BytesMut::new(),
             ws_key,
         };
@@ -790,35 +917,11 @@ impl Connection {
             self.queue_client(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
         }
         self.arm(now + settings.idle_timeout, Timer::ClientRead);
-        match settings.mode {
-            Mode::Replay => self.phase = Phase::ReplayBody(Box::new(request)),
-            Mode::Record => {
-                let request_framing = match kind {
-                    BodyKind::Empty => BodyFraming::None,
-                    BodyKind::Length(n) => BodyFraming::Length(n),
-                    BodyKind::Chunked | BodyKind::CloseDelimited => BodyFraming::Chunked,
-                };
-                let out_head = RequestHead {
-                    method: request.method.clone(),
-                    target: request.target.clone(),
-                    version: Version::Http11,
-                    headers: request.headers.clone(),
-                };
-                let mut buf = BytesMut::with_capacity(512);
-                encode_request_head(&out_head, request_framing, &mut buf);
-                self.responses.begin_response(request.is_head);
-                self.upstream_in = BytesMut::new();
-                self.out.push_back(Output::OpenUpstream);
-                self.phase = Phase::Record(Box::new(RecordExchange {
-                    request,
-                    request_framing,
-                    // Set once the decoder yields the request's End, even for no body.
-                    request_done: false,
-                    upstream: UpstreamLeg::Connecting(vec![buf.freeze()]),
-                    response: ResponseProgress::AwaitingHead,
-                }));
-            }
-        }
+        // Every mode reads the whole request (bounded by max_body_bytes)
+        // before anything goes upstream: a body that breaks a rule is refused
+        // before the upstream sees a byte of the request, and the fingerprint
+        // is known before record, replay or auto decides.
+        self.phase = Phase::ReadingBody(Box::new(request));
     }
 
     /// Appends a request body piece to the buffered copy, enforcing the limit.
@@ -828,14 +931,13 @@ impl Connection {
                 "request body is over the limit of {limit} bytes (max_recorded_body_bytes)"
             ));
         }
-        request.fingerprint.update(data);
         request.body.extend_from_slice(data);
         Ok(())
     }
 
-    fn step_replay_body(&mut self, now: Instant) -> bool {
+    fn step_reading_body(&mut self, now: Instant) -> bool {
         let limit = self.settings.max_body_bytes;
-        let Phase::ReplayBody(request) = &mut self.phase else {
+        let Phase::ReadingBody(request) = &mut self.phase else {
             return false;
         };
         match self.requests.decode(&mut self.client_in) {
@@ -849,11 +951,14 @@ impl Connection {
             }
             Ok(Some(RequestEvent::ChunkEnd | RequestEvent::Trailers(_))) => true,
             Ok(Some(RequestEvent::End)) => {
-                let Phase::ReplayBody(request) = std::mem::replace(&mut self.phase, Phase::Idle)
+                let Phase::ReadingBody(request) = std::mem::replace(&mut self.phase, Phase::Idle)
                 else {
                     return false;
                 };
-                self.answer_from_recording(now, *request);
+                match self.settings.mode {
+                    Mode::Record => self.forward_buffered(now, *request),
+                    Mode::Replay | Mode::Auto => self.answer_from_recording(now, *request),
+                }
                 true
             }
             Ok(Some(RequestEvent::Head(..))) => {
@@ -874,18 +979,9 @@ impl Connection {
         }
     }
 
+    /// The request body passed the limit while it was being read (nothing
+    /// has gone upstream yet): 413 and close.
     fn too_large(&mut self, reason: String) {
-        if let Phase::Record(ex) = &self.phase {
-            let started = matches!(ex.response, ResponseProgress::Body(_));
-            self.out
-                .push_back(Output::ReleaseUpstream { reusable: false });
-            if started {
-                self.out
-                    .push_back(Output::Event(ProxyEvent::ClientError { status: 0, reason }));
-                self.close();
-                return;
-            }
-        }
         self.out.push_back(Output::Event(ProxyEvent::ClientError {
             status: 413,
             reason: reason.clone(),
@@ -894,14 +990,11 @@ impl Connection {
         self.send_error(413, &reason, true);
     }
 
-    fn answer_from_recording(&mut self, now: Instant, mut request: Request) {
+    fn answer_from_recording(&mut self, now: Instant, request: Request) {
         let settings = Arc::clone(&self.settings);
-        let fingerprint = std::mem::replace(
-            &mut request.fingerprint,
-            FingerprintBuilder::new(&settings.policy, b"", b"", &[]),
-        )
-        .finish();
+        // The live request is redacted like a stored one before matching.
         let recorded = request.recorded(&settings.policy);
+        let fingerprint = crate::engine::fingerprint(&settings.policy, &recorded);
         let lookup = match &self.index {
             Some(index) => {
                 index.lookup(&settings.policy, &request.test_name, &recorded, fingerprint)
@@ -931,6 +1024,10 @@ impl Connection {
                 if close {
                     self.close();
                 }
+            }
+            Lookup::Miss(_) if settings.mode == Mode::Auto => {
+                self.forward_buffered(now, request);
+                return;
             }
             Lookup::Miss(report) => {
                 let body = report.to_text();
@@ -1030,8 +1127,40 @@ impl Connection {
         )));
     }
 
+    /// Auto mode, on a miss: forwards the whole (already read) request to
+    /// the upstream and records the exchange, exactly as record mode would.
+    fn forward_buffered(&mut self, now: Instant, request: Request) {
+        let body = request.body.clone().freeze();
+        let request_framing =
+            if body.is_empty() && header_value(&request.headers, "content-length").is_none() {
+                BodyFraming::None
+            } else {
+                BodyFraming::Length(body.len() as u64)
+            };
+        let out_head = RequestHead {
+            method: request.method.clone(),
+            target: request.target.clone(),
+            version: Version::Http11,
+            headers: request.headers.clone(),
+        };
+        let mut buf = BytesMut::with_capacity(512 + body.len());
+        encode_request_head(&out_head, request_framing, &mut buf);
+        buf.extend_from_slice(&body);
+        self.responses.begin_response(request.is_head);
+        self.upstream_in = BytesMut::new();
+        self.out.push_back(Output::OpenUpstream);
+        self.arm(
+            now + self.settings.upstream_response_timeout,
+            Timer::Upstream,
+        );
+        self.phase = Phase::Record(Box::new(RecordExchange {
+            request,
+            upstream: UpstreamLeg::Connecting(vec![buf.freeze()]),
+            response: ResponseProgress::AwaitingHead,
+        }));
+    }
+
     fn step_record(&mut self, now: Instant) -> bool {
-        let limit = self.settings.max_body_bytes;
         let Phase::Record(ex) = &mut self.phase else {
             return false;
         };
@@ -1046,80 +1175,7 @@ impl Connection {
                 }
             }
         }
-        let Phase::Record(ex) = &mut self.phase else {
-            return false;
-        };
-        if ex.request_done || !matches!(ex.upstream, UpstreamLeg::Connected) {
-            return false;
-        }
-        match self.requests.decode(&mut self.client_in) {
-            Ok(Some(RequestEvent::Data(data))) => {
-                if let Err(reason) = Self::take_body_piece(&mut ex.request, &data, limit) {
-                    self.too_large(reason);
-                    return false;
-                }
-                let bytes = match ex.request_framing {
-                    BodyFraming::Chunked => {
-                        let mut b = BytesMut::with_capacity(data.len() + 16);
-                        encode_chunk(&data, &mut b);
-                        b.freeze()
-                    }
-                    _ => data,
-                };
-                self.out.push_back(Output::ToUpstream(bytes));
-                true
-            }
-            Ok(Some(RequestEvent::ChunkEnd)) => true,
-            Ok(Some(RequestEvent::Trailers(trailers))) => {
-                let mut b = BytesMut::new();
-                encode_last_chunk(&trailers, &mut b);
-                ex.request_done = true;
-                self.out.push_back(Output::ToUpstream(b.freeze()));
-                true
-            }
-            Ok(Some(RequestEvent::End)) => {
-                if ex.request_framing == BodyFraming::Chunked && !ex.request_done {
-                    let mut b = BytesMut::new();
-                    encode_last_chunk(&[], &mut b);
-                    self.out.push_back(Output::ToUpstream(b.freeze()));
-                }
-                ex.request_done = true;
-                self.arm(
-                    now + self.settings.upstream_response_timeout,
-                    Timer::Upstream,
-                );
-                true
-            }
-            Ok(Some(RequestEvent::Head(..))) => {
-                debug_assert!(false, "head inside a body");
-                self.close();
-                false
-            }
-            Ok(None) => {
-                if self.client_eof {
-                    self.out
-                        .push_back(Output::ReleaseUpstream { reusable: false });
-                    self.phase = Phase::Idle;
-                    self.reject(&H1Error::UnexpectedEof);
-                }
-                false
-            }
-            Err(e) => {
-                let started = matches!(ex.response, ResponseProgress::Body(_));
-                self.out
-                    .push_back(Output::ReleaseUpstream { reusable: false });
-                if started {
-                    self.out.push_back(Output::Event(ProxyEvent::ClientError {
-                        status: 0,
-                        reason: e.to_string(),
-                    }));
-                    self.close();
-                } else {
-                    self.reject(&e);
-                }
-                false
-            }
-        }
+        false
     }
 
     /// Handles one response event in record mode. Returns whether to go on.
@@ -1139,7 +1195,7 @@ impl Connection {
                 let upstream_keeps = head.version == Version::Http11
                     && !list_contains(&head.headers, "connection", "close")
                     && kind != BodyKind::CloseDelimited;
-                let mut client_close = !ex.request.keep_alive || shutting_down || !ex.request_done;
+                let mut client_close = !ex.request.keep_alive || shutting_down;
                 let client_framing = match kind {
                     BodyKind::Empty => BodyFraming::None,
                     BodyKind::Length(n) => BodyFraming::Length(n),
@@ -1294,23 +1350,21 @@ impl Connection {
         let Phase::Record(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return;
         };
-        let mut request = ex.request;
-        let fingerprint = std::mem::replace(
-            &mut request.fingerprint,
-            FingerprintBuilder::new(&self.settings.policy, b"", b"", &[]),
-        )
-        .finish();
+        let request = ex.request;
+        let recorded = request.recorded(&self.settings.policy);
+        let mut response = RecordedResponse {
+            status: 101,
+            reason: head.reason,
+            headers: recorded_headers,
+            framing: Framing::None,
+            chunks: Vec::new(),
+            trailers: Vec::new(),
+        };
+        redact_response(&self.settings.policy, &request.target, &mut response);
         let interaction = Interaction {
-            fingerprint: fingerprint.to_string(),
-            request: request.recorded(&self.settings.policy),
-            response: RecordedResponse {
-                status: 101,
-                reason: head.reason,
-                headers: recorded_headers,
-                framing: Framing::None,
-                chunks: Vec::new(),
-                trailers: Vec::new(),
-            },
+            fingerprint: crate::engine::fingerprint(&self.settings.policy, &recorded).to_string(),
+            request: recorded,
+            response,
             websocket: None,
         };
         self.queue_client(buf.freeze());
@@ -1326,10 +1380,7 @@ impl Connection {
 
     fn finish_record(&mut self, now: Instant, ex: RecordExchange) {
         let RecordExchange {
-            request,
-            request_done,
-            response,
-            ..
+            request, response, ..
         } = ex;
         let ResponseProgress::Body(resp) = response else {
             return;
@@ -1341,7 +1392,7 @@ impl Connection {
             self.queue_client(b.freeze());
         }
         self.out.push_back(Output::ReleaseUpstream {
-            reusable: resp.reusable && request_done,
+            reusable: resp.reusable,
         });
         let framing = match resp.upstream_kind {
             BodyKind::Empty => Framing::None,
@@ -1359,28 +1410,27 @@ impl Connection {
                     self.settings.max_body_bytes
                 ),
             }));
-        } else if request_done {
+        } else {
             if !resp.current_chunk.is_empty() {
                 let chunk = std::mem::take(&mut resp.current_chunk).freeze();
                 resp.chunks.push(chunk);
             }
-            let mut request = request;
-            let fingerprint = std::mem::replace(
-                &mut request.fingerprint,
-                FingerprintBuilder::new(&self.settings.policy, b"", b"", &[]),
-            )
-            .finish();
+            let recorded = request.recorded(&self.settings.policy);
+            let mut response = RecordedResponse {
+                status: resp.head.status,
+                reason: resp.head.reason,
+                headers: resp.head.headers,
+                framing,
+                chunks: resp.chunks,
+                trailers: resp.trailers,
+            };
+            // Only the stored copy is redacted: the client already has the real answer.
+            redact_response(&self.settings.policy, &request.target, &mut response);
             let interaction = Interaction {
-                fingerprint: fingerprint.to_string(),
-                request: request.recorded(&self.settings.policy),
-                response: RecordedResponse {
-                    status: resp.head.status,
-                    reason: resp.head.reason,
-                    headers: resp.head.headers,
-                    framing,
-                    chunks: resp.chunks,
-                    trailers: resp.trailers,
-                },
+                fingerprint: crate::engine::fingerprint(&self.settings.policy, &recorded)
+                    .to_string(),
+                request: recorded,
+                response,
                 websocket: None,
             };
             self.out.push_back(Output::Event(ProxyEvent::Recorded {
@@ -1399,7 +1449,7 @@ impl Connection {
             self.close();
             return;
         }
-        if request.keep_alive && request_done {
+        if request.keep_alive {
             self.arm(now + self.settings.idle_timeout, Timer::Idle);
         } else {
             self.close();
@@ -1494,6 +1544,15 @@ fn add_connection_header(headers: &mut Vec<Header>, client_version: Version, kee
         headers.push(Header::new("connection", "close"));
     } else if client_version == Version::Http10 {
         headers.push(Header::new("connection", "keep-alive"));
+    }
+}
+
+/// The status and reason an upstream failure is answered with.
+fn failure_status(failure: &UpstreamFailure) -> (u16, String) {
+    match failure {
+        UpstreamFailure::ConnectTimeout => (504, "timed out connecting to the upstream".to_owned()),
+        UpstreamFailure::Connect(why) => (502, format!("could not connect to the upstream: {why}")),
+        UpstreamFailure::Overloaded(why) => (503, why.clone()),
     }
 }
 

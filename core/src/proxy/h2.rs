@@ -1,0 +1,756 @@
+//! The HTTP/2 side of a client connection (h2c with prior knowledge): each
+//! stream is a request answered from recordings (replay), or forwarded over
+//! one multiplexed HTTP/2 upstream connection and recorded (record).
+//!
+//! Recordings do not depend on the protocol version: a request is stored
+//! with `:authority` as its `Host` header, as an HTTP/1.1 request would be,
+//! and a response with its DATA frames as chunks and its trailers, so either
+//! protocol replays either recording.
+
+use super::{
+    sanitize_header_value, Mode, Output, ProxyEvent, ProxySettings, UpstreamFailure,
+    MISS_FINGERPRINT_HEADER, MISS_STATUS,
+};
+use crate::engine::{
+    fingerprint, redact_request, redact_response, test_name, Lookup, MissReport, ReplayIndex,
+    TEST_NAME_ALIAS_HEADER, TEST_NAME_HEADER,
+};
+use crate::h2::conn::{Connection as H2Connection, H2Event, RequestPseudo};
+use crate::h2::ErrorCode;
+use crate::message::{header_value, Header};
+use crate::store::{Framing, Interaction, RecordedRequest, RecordedResponse};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Which protocol Ouli speaks to the upstream when recording.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+    /// Follow the client: HTTP/2 clients are forwarded over h2c, HTTP/1.1
+    /// clients over HTTP/1.1.
+    #[default]
+    Auto,
+}
+
+/// Headers that only make sense on one hop and are never forwarded or
+/// stored from an HTTP/2 message (RFC 9113 §8.2.2 plus the test name).
+fn keep_request_header(h: &Header) -> bool {
+    !(h.is(TEST_NAME_HEADER)
+        || h.is(TEST_NAME_ALIAS_HEADER)
+        || h.is("host")
+        || h.is("connection")
+        || h.is("keep-alive")
+        || h.is("proxy-connection")
+        || h.is("transfer-encoding")
+        || h.is("upgrade")
+        || h.is("expect"))
+}
+
+/// How the answer on a client stream ends once its queued data is sent.
+enum Finish {
+    /// Not known yet (record mode: the upstream is still sending).
+    Open,
+    /// End the stream with the last DATA frame.
+    End,
+    /// End the stream with a trailer section.
+    Trailers(Vec<Header>),
+}
+
+/// One client stream.
+struct Stream {
+    test_name: String,
+    request_line: String,
+    method: Bytes,
+    target: Bytes,
+    /// Request headers as stored: `host` (the upstream authority) first.
+    headers: Vec<Header>,
+    body: BytesMut,
+    body_over_limit: bool,
+    /// Record mode: the part of the request body the upstream's window has
+    /// not taken yet.
+    unsent: Bytes,
+    /// Data to send to the client, in order, waiting for flow-control window.
+    pending: VecDeque<Bytes>,
+    finish: Finish,
+    /// Record mode: the upstream stream carrying this request.
+    upstream_stream: Option<u32>,
+    /// Record mode: bytes received from the upstream and not yet taken by
+    /// the client; they are released upstream as the client takes them.
+    unreleased: usize,
+    /// Record mode: the response as it will be stored.
+    recording: Option<RecordedResponse>,
+    recorded_bytes: usize,
+}
+
+enum UpstreamLeg {
+    None,
+    Connecting,
+    Connected(Box<H2Connection>),
+    Gone,
+}
+
+/// The HTTP/2 session of one client connection.
+pub(super) struct H2Session {
+    client: H2Connection,
+    upstream: UpstreamLeg,
+    streams: HashMap<u32, Stream>,
+    upstream_to_client: HashMap<u32, u32>,
+    /// Client streams whose requests wait for the upstream connection.
+    waiting: VecDeque<u32>,
+}
+
+impl H2Session {
+    /// A server-role session at `now`; feed it the client's bytes,
+    /// starting with the connection preface.
+    pub(super) fn new(now: Instant) -> Self {
+        H2Session {
+            client: H2Connection::server(now),
+            upstream: UpstreamLeg::None,
+            streams: HashMap::new(),
+            upstream_to_client: HashMap::new(),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Whether the adapter should read more client bytes.
+    pub(super) fn wants_client_read(&self) -> bool {
+        self.client.wants_read()
+    }
+
+    /// Whether the adapter should read more upstream bytes.
+    pub(super) fn wants_upstream_read(&self) -> bool {
+        matches!(&self.upstream, UpstreamLeg::Connected(up) if up.wants_read())
+    }
+
+    /// The earliest protocol timer of either leg.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let up = match &self.upstream {
+            UpstreamLeg::Connected(up) => up.poll_timeout(),
+            _ => None,
+        };
+        match (self.client.poll_timeout(), up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether no stream is in progress.
+    pub(super) fn is_idle(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Whether the client connection is over (GOAWAY sent or received and
+    /// every stream done, or a connection error).
+    pub(super) fn is_finished(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Starts a graceful shutdown: GOAWAY, then the streams in flight finish.
+    pub(super) fn go_away(&mut self, out: &mut VecDeque<Output>) {
+        self.client.go_away(ErrorCode::NO_ERROR);
+        self.transmit(out);
+    }
+
+    pub(super) fn handle_client_bytes(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
+        self.client.handle_bytes(now, data);
+        self.pump(now, ctx, out);
+    }
+
+    pub(super) fn handle_upstream_bytes(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
+        if let UpstreamLeg::Connected(up) = &mut self.upstream {
+            up.handle_bytes(now, data);
+        }
+        self.pump(now, ctx, out);
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        self.client.handle_timeout(now);
+        if let UpstreamLeg::Connected(up) = &mut self.upstream {
+            up.handle_timeout(now);
+        }
+        self.pump(now, ctx, out);
+    }
+
+    pub(super) fn handle_client_eof(&mut self, now: Instant) {
+        self.client.handle_eof(now);
+    }
+
+    pub(super) fn upstream_connected(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        if !matches!(self.upstream, UpstreamLeg::Connecting) {
+            return;
+        }
+        self.upstream = UpstreamLeg::Connected(Box::new(H2Connection::client(now)));
+        while let Some(id) = self.waiting.pop_front() {
+            self.forward(id, ctx, out);
+        }
+        self.pump(now, ctx, out);
+    }
+
+    pub(super) fn upstream_failed(
+        &mut self,
+        now: Instant,
+        failure: UpstreamFailure,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
+        let (status, reason) = super::failure_status(&failure);
+        self.upstream = UpstreamLeg::Gone;
+        out.push_back(Output::ReleaseUpstream { reusable: false });
+        for id in std::mem::take(&mut self.waiting) {
+            self.answer_error(id, status, &reason, out);
+        }
+        out.push_back(Output::Event(ProxyEvent::UpstreamError { status, reason }));
+        self.pump(now, ctx, out);
+    }
+
+    pub(super) fn handle_upstream_eof(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        if let UpstreamLeg::Connected(up) = &mut self.upstream {
+            up.handle_eof(now);
+        }
+        self.pump(now, ctx, out);
+        if matches!(self.upstream, UpstreamLeg::Connected(_)) {
+            self.upstream = UpstreamLeg::Gone;
+            out.push_back(Output::ReleaseUpstream { reusable: false });
+            self.upstream_lost("the upstream closed the connection", out);
+        }
+    }
+
+    /// Every stream still waiting on the upstream gets 502, or a reset if
+    /// its answer had started.
+    fn upstream_lost(&mut self, reason: &str, out: &mut VecDeque<Output>) {
+        let ids: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.upstream_stream.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let started = self.streams.get(&id).is_some_and(|s| s.recording.is_some());
+            if started {
+                self.client.reset(id, ErrorCode::INTERNAL_ERROR);
+                self.streams.remove(&id);
+            } else {
+                self.answer_error(id, 502, reason, out);
+            }
+        }
+        self.upstream_to_client.clear();
+    }
+
+    /// Runs both legs until nothing more happens, then queues their bytes.
+    fn pump(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = self.client.poll_event() {
+                progressed = true;
+                self.on_client_event(now, ev, ctx, out);
+            }
+            loop {
+                let ev = match &mut self.upstream {
+                    UpstreamLeg::Connected(up) => up.poll_event(),
+                    _ => None,
+                };
+                let Some(ev) = ev else { break };
+                progressed = true;
+                self.on_upstream_event(ev, ctx, out);
+            }
+            let ids: Vec<u32> = self.streams.keys().copied().collect();
+            for id in ids {
+                self.flush(id, ctx, out);
+            }
+            if self.transmit(out) {
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Queues every byte either leg has to send. Returns whether there were any.
+    fn transmit(&mut self, out: &mut VecDeque<Output>) -> bool {
+        let mut any = false;
+        while let Some(bytes) = self.client.poll_transmit() {
+            any = true;
+            out.push_back(Output::ToClient(bytes));
+        }
+        if let UpstreamLeg::Connected(up) = &mut self.upstream {
+            while let Some(bytes) = up.poll_transmit() {
+                any = true;
+                out.push_back(Output::ToUpstream(bytes));
+            }
+        }
+        any
+    }
+
+    fn on_client_event(&mut self, now: Instant, ev: H2Event, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        match ev {
+            H2Event::RequestHeaders {
+                stream,
+                pseudo,
+                headers,
+                end_stream,
+            } => {
+                let target = pseudo.path.clone().unwrap_or_else(|| Bytes::from_static(b"/"));
+                let mut stored = vec![Header::new("host", ctx.settings.upstream_authority.clone())];
+                stored.extend(headers.iter().filter(|h| keep_request_header(h)).cloned());
+                self.streams.insert(
+                    stream,
+                    Stream {
+                        test_name: test_name(&headers),
+                        request_line: format!(
+                            "{} {}",
+                            String::from_utf8_lossy(&pseudo.method),
+                            String::from_utf8_lossy(&target)
+                        ),
+                        method: pseudo.method.clone(),
+                        target,
+                        headers: stored,
+                        body: BytesMut::new(),
+                        body_over_limit: false,
+                        unsent: Bytes::new(),
+                        pending: VecDeque::new(),
+                        finish: Finish::Open,
+                        upstream_stream: None,
+                        unreleased: 0,
+                        recording: None,
+                        recorded_bytes: 0,
+                    },
+                );
+                if end_stream {
+                    self.request_complete(now, stream, ctx, out);
+                }
+            }
+            H2Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => {
+                // The body is buffered (bounded) and its window given back at once.
+                self.client.release_capacity(stream, data.len());
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    if s.body.len() + data.len() > ctx.settings.max_body_bytes {
+                        s.body_over_limit = true;
+                    } else {
+                        s.body.extend_from_slice(&data);
+                    }
+                }
+                if end_stream {
+                    self.request_complete(now, stream, ctx, out);
+                }
+            }
+            H2Event::Trailers { stream, .. } => self.request_complete(now, stream, ctx, out),
+            H2Event::StreamReset { stream, .. } => {
+                if let Some(s) = self.streams.remove(&stream) {
+                    if let (Some(up), UpstreamLeg::Connected(conn)) = (s.upstream_stream, &mut self.upstream) {
+                        conn.reset(up, ErrorCode::CANCEL);
+                        self.upstream_to_client.remove(&up);
+                    }
+                }
+            }
+            H2Event::ConnectionError(e) => {
+                out.push_back(Output::Event(ProxyEvent::ClientError {
+                    status: 0,
+                    reason: format!("HTTP/2 connection error: {e}"),
+                }));
+            }
+            H2Event::GoAway { .. }
+            | H2Event::SendCapacity { .. }
+            | H2Event::ResponseHeaders { .. } => {}
+        }
+    }
+
+    fn request_complete(&mut self, _now: Instant, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        let Some(stream) = self.streams.get(&id) else { return };
+        if stream.body_over_limit {
+            let reason = format!(
+                "request body is over the limit of {} bytes (max_recorded_body_bytes)",
+                ctx.settings.max_body_bytes
+            );
+            out.push_back(Output::Event(ProxyEvent::ClientError {
+                status: 413,
+                reason: reason.clone(),
+            }));
+            self.answer_error(id, 413, &reason, out);
+            return;
+        }
+        if ctx.settings.mode == Mode::Record {
+            self.forward(id, ctx, out);
+            return;
+        }
+        let recorded = recorded_request(stream, ctx);
+        let fp = fingerprint(&ctx.settings.policy, &recorded);
+        let lookup = match ctx.index {
+            Some(index) => index.lookup(&ctx.settings.policy, &stream.test_name, &recorded, fp),
+            None => Lookup::Miss(MissReport {
+                test_name: stream.test_name.clone(),
+                fingerprint: fp,
+                request_line: stream.request_line.clone(),
+                reason: "no recordings are loaded".into(),
+                candidates: Vec::new(),
+            }),
+        };
+        match lookup {
+            Lookup::Hit(interaction) if interaction.response.status == 101 => {
+                let reason = "this request matches a recorded WebSocket upgrade, which HTTP/2 cannot replay";
+                self.answer_error(id, 501, reason, out);
+            }
+            Lookup::Hit(interaction) => {
+                out.push_back(Output::Event(ProxyEvent::Replayed {
+                    test_name: stream.test_name.clone(),
+                    request_line: stream.request_line.clone(),
+                }));
+                self.answer_recorded(id, &interaction, out);
+            }
+            Lookup::Miss(_) if ctx.settings.mode == Mode::Auto => self.forward(id, ctx, out),
+            Lookup::Miss(report) => {
+                let body = Bytes::from(report.to_text());
+                let headers = vec![
+                    Header::new("content-type", "text/plain; charset=utf-8"),
+                    Header::new("x-ouli-miss", "true"),
+                    Header::new(MISS_FINGERPRINT_HEADER, report.fingerprint.to_string()),
+                    Header::new(TEST_NAME_HEADER, sanitize_header_value(&report.test_name)),
+                    Header::new("content-length", body.len().to_string()),
+                ];
+                out.push_back(Output::Event(ProxyEvent::Missed(Box::new(report))));
+                self.respond(id, MISS_STATUS, &headers, vec![body], Finish::End);
+            }
+        }
+    }
+
+    /// Queues a whole answer on a client stream.
+    fn respond(&mut self, id: u32, status: u16, headers: &[Header], chunks: Vec<Bytes>, finish: Finish) {
+        let end_now = chunks.iter().all(|c| c.is_empty()) && matches!(finish, Finish::End);
+        if self.client.send_response(id, status, headers, end_now).is_err() {
+            self.streams.remove(&id);
+            return;
+        }
+        if end_now {
+            self.streams.remove(&id);
+            return;
+        }
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.pending.extend(chunks.into_iter().filter(|c| !c.is_empty()));
+            s.finish = finish;
+        }
+    }
+
+    fn answer_recorded(&mut self, id: u32, interaction: &Arc<Interaction>, _out: &mut VecDeque<Output>) {
+        let resp = &interaction.response;
+        let is_head = self.streams.get(&id).is_some_and(|s| &s.method[..] == b"HEAD");
+        let chunks = if is_head { Vec::new() } else { resp.chunks.clone() };
+        let finish = if resp.trailers.is_empty() || is_head {
+            Finish::End
+        } else {
+            Finish::Trailers(resp.trailers.clone())
+        };
+        self.respond(id, resp.status, &resp.headers, chunks, finish);
+    }
+
+    /// A short plain-text error answer on one stream.
+    fn answer_error(&mut self, id: u32, status: u16, reason: &str, _out: &mut VecDeque<Output>) {
+        let body = Bytes::from(format!("{status} {reason}\n"));
+        let headers = vec![
+            Header::new("content-type", "text/plain; charset=utf-8"),
+            Header::new("x-ouli-error", sanitize_header_value(reason)),
+            Header::new("content-length", body.len().to_string()),
+        ];
+        self.respond(id, status, &headers, vec![body], Finish::End);
+    }
+
+    /// Record and auto modes: sends the stream's request upstream, opening
+    /// the upstream connection first if needed.
+    fn forward(&mut self, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        if ctx.settings.upstream_protocol == UpstreamProtocol::Http1 {
+            let reason = "recording HTTP/2 clients needs target_protocol = \"h2c\" or \"auto\"";
+            self.answer_error(id, 502, reason, out);
+            return;
+        }
+        match &mut self.upstream {
+            UpstreamLeg::None => {
+                self.upstream = UpstreamLeg::Connecting;
+                self.waiting.push_back(id);
+                out.push_back(Output::OpenUpstream);
+            }
+            UpstreamLeg::Connecting => self.waiting.push_back(id),
+            UpstreamLeg::Gone => self.answer_error(id, 502, "the upstream connection is gone", out),
+            UpstreamLeg::Connected(up) => {
+                let Some(stream) = self.streams.get_mut(&id) else { return };
+                let pseudo = RequestPseudo::new(
+                    stream.method.clone(),
+                    Bytes::from_static(b"http"),
+                    ctx.settings.upstream_authority.clone(),
+                    stream.target.clone(),
+                );
+                let headers: Vec<Header> = stream.headers.iter().filter(|h| !h.is("host")).cloned().collect();
+                let body = stream.body.clone().freeze();
+                match up.send_request(&pseudo, &headers, body.is_empty()) {
+                    Ok(up_id) => {
+                        stream.upstream_stream = Some(up_id);
+                        self.upstream_to_client.insert(up_id, id);
+                        // The request body is bounded by max_body_bytes; what the
+                        // upstream's window does not take now goes on SendCapacity.
+                        stream.unsent = body;
+                        send_unsent(up, up_id, stream);
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot open an upstream stream: {e}");
+                        self.answer_error(id, 502, &reason, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_upstream_event(&mut self, ev: H2Event, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        match ev {
+            H2Event::ResponseHeaders {
+                stream,
+                status,
+                headers,
+                end_stream,
+            } => {
+                if (100..200).contains(&status) {
+                    return;
+                }
+                let Some(&id) = self.upstream_to_client.get(&stream) else { return };
+                let framing = if end_stream {
+                    Framing::None
+                } else if header_value(&headers, "content-length").is_some() {
+                    Framing::Length
+                } else {
+                    Framing::Chunked
+                };
+                if self.client.send_response(id, status, &headers, end_stream).is_err() {
+                    return;
+                }
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.recording = Some(RecordedResponse {
+                        status,
+                        reason: Bytes::new(),
+                        headers,
+                        framing,
+                        chunks: Vec::new(),
+                        trailers: Vec::new(),
+                    });
+                    if end_stream {
+                        s.finish = Finish::End;
+                        s.pending.clear();
+                        self.finish_recorded(id, ctx, out);
+                    }
+                }
+            }
+            H2Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => {
+                let Some(&id) = self.upstream_to_client.get(&stream) else {
+                    if let UpstreamLeg::Connected(up) = &mut self.upstream {
+                        up.release_capacity(stream, data.len());
+                    }
+                    return;
+                };
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.recorded_bytes += data.len();
+                    if let Some(rec) = &mut s.recording {
+                        if !data.is_empty() && s.recorded_bytes <= ctx.settings.max_body_bytes {
+                            rec.chunks.push(data.clone());
+                        }
+                    }
+                    s.unreleased += data.len();
+                    if !data.is_empty() {
+                        s.pending.push_back(data);
+                    }
+                    if end_stream {
+                        s.finish = Finish::End;
+                    }
+                }
+                if end_stream {
+                    self.finish_recorded(id, ctx, out);
+                }
+            }
+            H2Event::Trailers { stream, headers } => {
+                let Some(&id) = self.upstream_to_client.get(&stream) else { return };
+                if let Some(s) = self.streams.get_mut(&id) {
+                    if let Some(rec) = &mut s.recording {
+                        rec.trailers = headers.clone();
+                    }
+                    s.finish = Finish::Trailers(headers);
+                }
+                self.finish_recorded(id, ctx, out);
+            }
+            H2Event::StreamReset { stream, code, .. } => {
+                if let Some(id) = self.upstream_to_client.remove(&stream) {
+                    let started = self.streams.get(&id).is_some_and(|s| s.recording.is_some());
+                    if started {
+                        self.client.reset(id, code);
+                        self.streams.remove(&id);
+                    } else {
+                        let reason = format!("the upstream reset the stream ({code:?})");
+                        self.answer_error(id, 502, &reason, out);
+                    }
+                    out.push_back(Output::Event(ProxyEvent::UpstreamError {
+                        status: 0,
+                        reason: format!("upstream reset stream {stream} with {code:?}"),
+                    }));
+                }
+            }
+            H2Event::SendCapacity { stream } => {
+                // The rest of a request body waits for upstream window.
+                let Some(&id) = self.upstream_to_client.get(&stream) else { return };
+                let UpstreamLeg::Connected(up) = &mut self.upstream else { return };
+                if let Some(s) = self.streams.get_mut(&id) {
+                    send_unsent(up, stream, s);
+                }
+            }
+            H2Event::ConnectionError(e) => {
+                let reason = format!("the upstream broke HTTP/2: {e}");
+                self.upstream = UpstreamLeg::Gone;
+                out.push_back(Output::ReleaseUpstream { reusable: false });
+                self.upstream_lost(&reason, out);
+            }
+            H2Event::GoAway { .. } | H2Event::RequestHeaders { .. } => {}
+        }
+    }
+
+    /// The upstream's answer on a stream is complete: hand it over for storing.
+    fn finish_recorded(&mut self, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        let Some(s) = self.streams.get_mut(&id) else { return };
+        let Some(mut response) = s.recording.take() else { return };
+        if let Some(up) = s.upstream_stream {
+            self.upstream_to_client.remove(&up);
+        }
+        if s.recorded_bytes > ctx.settings.max_body_bytes {
+            out.push_back(Output::Event(ProxyEvent::NotRecorded {
+                test_name: s.test_name.clone(),
+                reason: format!(
+                    "{}: response body of {} bytes is over the limit of {} bytes (max_recorded_body_bytes)",
+                    s.request_line, s.recorded_bytes, ctx.settings.max_body_bytes
+                ),
+            }));
+            return;
+        }
+        let recorded = recorded_request(s, ctx);
+        let fp = fingerprint(&ctx.settings.policy, &recorded);
+        redact_response(&ctx.settings.policy, &recorded.target, &mut response);
+        out.push_back(Output::Event(ProxyEvent::Recorded {
+            test_name: s.test_name.clone(),
+            request_line: s.request_line.clone(),
+            status: response.status,
+        }));
+        out.push_back(Output::Store {
+            test_name: s.test_name.clone(),
+            interaction: Box::new(Interaction {
+                fingerprint: fp.to_string(),
+                request: recorded,
+                response,
+                websocket: None,
+            }),
+        });
+    }
+
+    /// Sends what the client's window allows on one stream.
+    fn flush(&mut self, id: u32, _ctx: &Ctx<'_>, _out: &mut VecDeque<Output>) {
+        let Some(s) = self.streams.get_mut(&id) else { return };
+        if s.upstream_stream.is_some() && s.recording.is_none() && matches!(s.finish, Finish::Open) {
+            // Still waiting for the upstream's head.
+            if s.pending.is_empty() {
+                return;
+            }
+        }
+        let mut taken = 0usize;
+        loop {
+            let last = s.pending.len() == 1 && matches!(s.finish, Finish::End);
+            let Some(chunk) = s.pending.front_mut() else { break };
+            match self.client.send_data(id, chunk, last) {
+                Ok(n) if n == chunk.len() => {
+                    taken += n;
+                    s.pending.pop_front();
+                }
+                Ok(n) => {
+                    taken += n;
+                    let _ = chunk.split_to(n);
+                    break;
+                }
+                Err(_) => {
+                    s.pending.clear();
+                    break;
+                }
+            }
+        }
+        if taken > 0 && s.unreleased > 0 {
+            let n = taken.min(s.unreleased);
+            s.unreleased -= n;
+            if let (Some(up_id), UpstreamLeg::Connected(up)) = (s.upstream_stream, &mut self.upstream) {
+                up.release_capacity(up_id, n);
+            }
+        }
+        if !s.pending.is_empty() {
+            return;
+        }
+        let done = match std::mem::replace(&mut s.finish, Finish::Open) {
+            Finish::Open => false,
+            Finish::End => {
+                // The last chunk carried END_STREAM, unless there was none.
+                if taken == 0 {
+                    let _ = self.client.send_data(id, &[], true);
+                }
+                true
+            }
+            Finish::Trailers(t) => {
+                let _ = self.client.send_trailers(id, &t);
+                true
+            }
+        };
+        if done {
+            self.streams.remove(&id);
+        }
+    }
+}
+
+/// The request on a stream as stored and matched: redacted with the policy.
+fn recorded_request(stream: &Stream, ctx: &Ctx<'_>) -> RecordedRequest {
+    let mut r = RecordedRequest {
+        method: stream.method.clone(),
+        target: stream.target.clone(),
+        headers: stream.headers.clone(),
+        body: stream.body.clone().freeze(),
+    };
+    redact_request(&ctx.settings.policy, &mut r);
+    r
+}
+
+/// Sends as much of a stream's unsent request body as the upstream's window takes.
+fn send_unsent(up: &mut H2Connection, up_id: u32, stream: &mut Stream) {
+    while !stream.unsent.is_empty() {
+        match up.send_data(up_id, &stream.unsent, true) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let _ = stream.unsent.split_to(n.min(stream.unsent.len()));
+            }
+        }
+    }
+}
+
+/// What the session needs from its connection for a step.
+pub(super) struct Ctx<'a> {
+    pub(super) settings: &'a ProxySettings,
+    pub(super) index: Option<&'a ReplayIndex>,
+}
