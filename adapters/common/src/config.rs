@@ -34,6 +34,7 @@
 //! not silently fall back to defaults.
 
 use ouli_core::engine::MatchPolicy;
+use ouli_core::proxy::{ReplayTiming, UpstreamProtocol};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Range;
@@ -87,6 +88,12 @@ pub struct Config {
     /// `shutdown_grace_ms` (default 10000; 0 = stop at once): on shutdown,
     /// how long in-flight exchanges may finish before connections are closed.
     pub shutdown_grace: Duration,
+    /// `ws_max_frame_bytes` (default 33554432 = 32 MiB, at least 1): the
+    /// largest WebSocket frame payload; larger frames are closed with 1009.
+    pub ws_max_frame_bytes: usize,
+    /// `ws_max_message_bytes` (default 67108864 = 64 MiB, at least 1): the
+    /// largest WebSocket message (fragments joined); larger ones get 1009.
+    pub ws_max_message_bytes: usize,
     /// `[[endpoints]]` (at least one): each is a listening address and the
     /// upstream it stands for.
     pub endpoints: Vec<EndpointConfig>,
@@ -124,6 +131,14 @@ pub struct EndpointConfig {
     /// `match_request_headers` included) and the `[[endpoints.paths]]`
     /// overrides; see [`crate::policy_config`] for the fields.
     pub policy: MatchPolicy,
+    /// `target_protocol` (optional, default `"auto"`): how Ouli talks to the
+    /// upstream when recording: `"http1"`, `"h2c"` (HTTP/2 with prior
+    /// knowledge), or `"auto"` (follow the client's protocol).
+    pub target_protocol: UpstreamProtocol,
+    /// `replay_timing` (optional, default `"fast"`): how recorded WebSocket
+    /// server messages are paced in replay: `"fast"` (as soon as order allows)
+    /// or `"recorded"` (the recorded delays).
+    pub replay_timing: ReplayTiming,
 }
 
 impl EndpointConfig {
@@ -263,6 +278,8 @@ impl Default for Config {
             tcp_send_buffer_bytes: None,
             tcp_recv_buffer_bytes: None,
             shutdown_grace: Duration::from_millis(10_000),
+            ws_max_frame_bytes: ouli_core::ws::MAX_FRAME_PAYLOAD_BYTES,
+            ws_max_message_bytes: ouli_core::ws::MAX_MESSAGE_BYTES,
             endpoints: Vec::new(),
         }
     }
@@ -283,6 +300,8 @@ struct RawConfig {
     tcp_send_buffer_bytes: Option<Spanned<usize>>,
     tcp_recv_buffer_bytes: Option<Spanned<usize>>,
     shutdown_grace_ms: Option<u64>,
+    ws_max_frame_bytes: Option<Spanned<usize>>,
+    ws_max_message_bytes: Option<Spanned<usize>>,
     #[serde(default)]
     endpoints: Vec<Spanned<RawEndpoint>>,
 }
@@ -296,6 +315,8 @@ struct RawEndpoint {
     target_host: Spanned<String>,
     target_port: Spanned<u16>,
     target_type: Option<Spanned<String>>,
+    target_protocol: Option<Spanned<String>>,
+    replay_timing: Option<Spanned<String>>,
     #[serde(default)]
     redact_request_headers: Vec<Spanned<String>>,
     #[serde(default)]
@@ -449,6 +470,39 @@ impl Checker<'_> {
                 )
             })?,
         };
+        let target_protocol = match &raw.target_protocol {
+            None => UpstreamProtocol::Auto,
+            Some(v) => match v.get_ref().as_str() {
+                "http1" => UpstreamProtocol::Http1,
+                "h2c" => UpstreamProtocol::H2c,
+                "auto" => UpstreamProtocol::Auto,
+                other => {
+                    return Err(self.invalid(
+                        Some(v.span()),
+                        format_args!(
+                            "endpoints[{index}].target_protocol {other:?} is not supported \
+                             (allowed: \"http1\", \"h2c\", \"auto\")"
+                        ),
+                    ))
+                }
+            },
+        };
+        let replay_timing = match &raw.replay_timing {
+            None => ReplayTiming::AsFastAsPossible,
+            Some(v) => match v.get_ref().as_str() {
+                "fast" => ReplayTiming::AsFastAsPossible,
+                "recorded" => ReplayTiming::Recorded,
+                other => {
+                    return Err(self.invalid(
+                        Some(v.span()),
+                        format_args!(
+                            "endpoints[{index}].replay_timing {other:?} is not supported \
+                             (allowed: \"fast\", \"recorded\")"
+                        ),
+                    ))
+                }
+            },
+        };
         if raw.target_host.get_ref().trim().is_empty() {
             return Err(self.invalid(
                 Some(raw.target_host.span()),
@@ -492,6 +546,8 @@ impl Checker<'_> {
             redact_request_headers,
             match_request_headers,
             policy,
+            target_protocol,
+            replay_timing,
         })
     }
 }
@@ -541,6 +597,12 @@ impl Config {
             check.at_least_one("tcp_send_buffer_bytes", raw.tcp_send_buffer_bytes)?;
         let tcp_recv_buffer_bytes =
             check.at_least_one("tcp_recv_buffer_bytes", raw.tcp_recv_buffer_bytes)?;
+        let ws_max_frame_bytes = check
+            .at_least_one("ws_max_frame_bytes", raw.ws_max_frame_bytes)?
+            .unwrap_or(defaults.ws_max_frame_bytes);
+        let ws_max_message_bytes = check
+            .at_least_one("ws_max_message_bytes", raw.ws_max_message_bytes)?
+            .unwrap_or(defaults.ws_max_message_bytes);
 
         if raw.endpoints.is_empty() {
             return Err(check.invalid(
@@ -609,6 +671,8 @@ impl Config {
                 .shutdown_grace_ms
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.shutdown_grace),
+            ws_max_frame_bytes,
+            ws_max_message_bytes,
             endpoints,
         })
     }
@@ -707,6 +771,8 @@ target_type = "http"
                 redact_request_headers: vec![],
                 match_request_headers: vec![],
                 policy: MatchPolicy::default(),
+                target_protocol: UpstreamProtocol::Auto,
+                replay_timing: ReplayTiming::AsFastAsPossible,
             }]
         );
         assert_eq!(c.endpoints[0].source_addr(), "127.0.0.1:8080");
@@ -935,5 +1001,35 @@ target_type = "http"
         assert_eq!(line_column(text, 5), (2, 3));
         assert_eq!(line_column(text, 8), (2, 4));
         assert_eq!(line_column(text, 1000), (2, 5));
+    }
+
+    #[test]
+    fn protocol_timing_and_websocket_limits() {
+        let text = "ws_max_frame_bytes = 1024\nws_max_message_bytes = 4096\n\n[[endpoints]]\n\
+                    source_port = 1\ntarget_host = \"h\"\ntarget_port = 2\n\
+                    target_protocol = \"h2c\"\nreplay_timing = \"recorded\"\n";
+        let c = Config::from_toml_str(text, "p.toml").unwrap();
+        assert_eq!(c.ws_max_frame_bytes, 1024);
+        assert_eq!(c.ws_max_message_bytes, 4096);
+        assert_eq!(c.endpoints[0].target_protocol, UpstreamProtocol::H2c);
+        assert_eq!(c.endpoints[0].replay_timing, ReplayTiming::Recorded);
+        let bad = text.replace("\"h2c\"", "\"h3\"");
+        let e = Config::from_toml_str(&bad, "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("p.toml") && e.contains("line 8") && e.contains("target_protocol"),
+            "{e}"
+        );
+        let bad = text.replace("\"recorded\"", "\"slow\"");
+        let e = Config::from_toml_str(&bad, "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replay_timing") && e.contains("line 9"), "{e}");
+        let zero = text.replace("= 1024", "= 0");
+        let e = Config::from_toml_str(&zero, "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ws_max_frame_bytes"), "{e}");
     }
 }

@@ -62,6 +62,7 @@ pub(crate) async fn serve<R: Runtime>(
         shared.index.clone(),
         Instant::now(),
     );
+    conn.set_mask_seed(mask_seed());
     let mut upstream: Option<Upstream<R>> = None;
     let mut shutdown_seen = false;
     loop {
@@ -246,4 +247,14 @@ async fn store<R: Runtime>(shared: &Shared, test_name: String, interaction: Inte
             tracing::error!(test = %test_name, "cannot write recording: {e}");
         }
     }
+}
+
+/// A fresh seed per connection for the WebSocket masks Ouli sends upstream:
+/// the standard library's per-process random hash keys, mixed with a counter.
+fn mask_seed() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
 }

@@ -6,6 +6,7 @@ use crate::recording_dir::{LoadError, RecordingDir};
 use ouli_core::engine::ReplayIndex;
 use ouli_core::proxy::{Mode, ProxySettings};
 use ouli_core::store::Recording;
+use ouli_core::ws::WsLimits;
 
 /// The `Host` value Ouli sends upstream: the target host, with the port
 /// unless it is the scheme's default (80 for http).
@@ -27,6 +28,12 @@ pub fn proxy_settings(config: &Config, endpoint: &EndpointConfig, mode: Mode) ->
     s.header_read_timeout = config.header_read_timeout;
     s.idle_timeout = config.idle_timeout;
     s.upstream_response_timeout = config.upstream_response_timeout;
+    s.ws_limits = WsLimits {
+        max_frame_payload_bytes: config.ws_max_frame_bytes,
+        max_message_bytes: config.ws_max_message_bytes,
+    };
+    s.ws_replay_timing = endpoint.replay_timing;
+    s.upstream_protocol = endpoint.target_protocol;
     s
 }
 

@@ -180,7 +180,12 @@ impl H2Session {
         self.pump(now, ctx, out);
     }
 
-    pub(super) fn handle_timeout(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+    pub(super) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
         self.client.handle_timeout(now);
         if let UpstreamLeg::Connected(up) = &mut self.upstream {
             up.handle_timeout(now);
@@ -192,7 +197,12 @@ impl H2Session {
         self.client.handle_eof(now);
     }
 
-    pub(super) fn upstream_connected(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+    pub(super) fn upstream_connected(
+        &mut self,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
         if !matches!(self.upstream, UpstreamLeg::Connecting) {
             return;
         }
@@ -220,7 +230,12 @@ impl H2Session {
         self.pump(now, ctx, out);
     }
 
-    pub(super) fn handle_upstream_eof(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+    pub(super) fn handle_upstream_eof(
+        &mut self,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
         if let UpstreamLeg::Connected(up) = &mut self.upstream {
             up.handle_eof(now);
         }
@@ -299,7 +314,13 @@ impl H2Session {
         any
     }
 
-    fn on_client_event(&mut self, now: Instant, ev: H2Event, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+    fn on_client_event(
+        &mut self,
+        now: Instant,
+        ev: H2Event,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
         match ev {
             H2Event::RequestHeaders {
                 stream,
@@ -307,7 +328,10 @@ impl H2Session {
                 headers,
                 end_stream,
             } => {
-                let target = pseudo.path.clone().unwrap_or_else(|| Bytes::from_static(b"/"));
+                let target = pseudo
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| Bytes::from_static(b"/"));
                 let mut stored = vec![Header::new("host", ctx.settings.upstream_authority.clone())];
                 stored.extend(headers.iter().filter(|h| keep_request_header(h)).cloned());
                 self.streams.insert(
@@ -358,7 +382,9 @@ impl H2Session {
             H2Event::Trailers { stream, .. } => self.request_complete(now, stream, ctx, out),
             H2Event::StreamReset { stream, .. } => {
                 if let Some(s) = self.streams.remove(&stream) {
-                    if let (Some(up), UpstreamLeg::Connected(conn)) = (s.upstream_stream, &mut self.upstream) {
+                    if let (Some(up), UpstreamLeg::Connected(conn)) =
+                        (s.upstream_stream, &mut self.upstream)
+                    {
                         conn.reset(up, ErrorCode::CANCEL);
                         self.upstream_to_client.remove(&up);
                     }
@@ -376,8 +402,16 @@ impl H2Session {
         }
     }
 
-    fn request_complete(&mut self, _now: Instant, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
-        let Some(stream) = self.streams.get(&id) else { return };
+    fn request_complete(
+        &mut self,
+        _now: Instant,
+        id: u32,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
+        let Some(stream) = self.streams.get(&id) else {
+            return;
+        };
         if stream.body_over_limit {
             let reason = format!(
                 "request body is over the limit of {} bytes (max_recorded_body_bytes)",
@@ -408,7 +442,8 @@ impl H2Session {
         };
         match lookup {
             Lookup::Hit(interaction) if interaction.response.status == 101 => {
-                let reason = "this request matches a recorded WebSocket upgrade, which HTTP/2 cannot replay";
+                let reason =
+                    "this request matches a recorded WebSocket upgrade, which HTTP/2 cannot replay";
                 self.answer_error(id, 501, reason, out);
             }
             Lookup::Hit(interaction) => {
@@ -435,9 +470,20 @@ impl H2Session {
     }
 
     /// Queues a whole answer on a client stream.
-    fn respond(&mut self, id: u32, status: u16, headers: &[Header], chunks: Vec<Bytes>, finish: Finish) {
+    fn respond(
+        &mut self,
+        id: u32,
+        status: u16,
+        headers: &[Header],
+        chunks: Vec<Bytes>,
+        finish: Finish,
+    ) {
         let end_now = chunks.iter().all(|c| c.is_empty()) && matches!(finish, Finish::End);
-        if self.client.send_response(id, status, headers, end_now).is_err() {
+        if self
+            .client
+            .send_response(id, status, headers, end_now)
+            .is_err()
+        {
             self.streams.remove(&id);
             return;
         }
@@ -446,15 +492,28 @@ impl H2Session {
             return;
         }
         if let Some(s) = self.streams.get_mut(&id) {
-            s.pending.extend(chunks.into_iter().filter(|c| !c.is_empty()));
+            s.pending
+                .extend(chunks.into_iter().filter(|c| !c.is_empty()));
             s.finish = finish;
         }
     }
 
-    fn answer_recorded(&mut self, id: u32, interaction: &Arc<Interaction>, _out: &mut VecDeque<Output>) {
+    fn answer_recorded(
+        &mut self,
+        id: u32,
+        interaction: &Arc<Interaction>,
+        _out: &mut VecDeque<Output>,
+    ) {
         let resp = &interaction.response;
-        let is_head = self.streams.get(&id).is_some_and(|s| &s.method[..] == b"HEAD");
-        let chunks = if is_head { Vec::new() } else { resp.chunks.clone() };
+        let is_head = self
+            .streams
+            .get(&id)
+            .is_some_and(|s| &s.method[..] == b"HEAD");
+        let chunks = if is_head {
+            Vec::new()
+        } else {
+            resp.chunks.clone()
+        };
         let finish = if resp.trailers.is_empty() || is_head {
             Finish::End
         } else {
@@ -491,14 +550,21 @@ impl H2Session {
             UpstreamLeg::Connecting => self.waiting.push_back(id),
             UpstreamLeg::Gone => self.answer_error(id, 502, "the upstream connection is gone", out),
             UpstreamLeg::Connected(up) => {
-                let Some(stream) = self.streams.get_mut(&id) else { return };
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return;
+                };
                 let pseudo = RequestPseudo::new(
                     stream.method.clone(),
                     Bytes::from_static(b"http"),
                     ctx.settings.upstream_authority.clone(),
                     stream.target.clone(),
                 );
-                let headers: Vec<Header> = stream.headers.iter().filter(|h| !h.is("host")).cloned().collect();
+                let headers: Vec<Header> = stream
+                    .headers
+                    .iter()
+                    .filter(|h| !h.is("host"))
+                    .cloned()
+                    .collect();
                 let body = stream.body.clone().freeze();
                 match up.send_request(&pseudo, &headers, body.is_empty()) {
                     Ok(up_id) => {
@@ -529,7 +595,9 @@ impl H2Session {
                 if (100..200).contains(&status) {
                     return;
                 }
-                let Some(&id) = self.upstream_to_client.get(&stream) else { return };
+                let Some(&id) = self.upstream_to_client.get(&stream) else {
+                    return;
+                };
                 let framing = if end_stream {
                     Framing::None
                 } else if header_value(&headers, "content-length").is_some() {
@@ -537,7 +605,11 @@ impl H2Session {
                 } else {
                     Framing::Chunked
                 };
-                if self.client.send_response(id, status, &headers, end_stream).is_err() {
+                if self
+                    .client
+                    .send_response(id, status, &headers, end_stream)
+                    .is_err()
+                {
                     return;
                 }
                 if let Some(s) = self.streams.get_mut(&id) {
@@ -587,7 +659,9 @@ impl H2Session {
                 }
             }
             H2Event::Trailers { stream, headers } => {
-                let Some(&id) = self.upstream_to_client.get(&stream) else { return };
+                let Some(&id) = self.upstream_to_client.get(&stream) else {
+                    return;
+                };
                 if let Some(s) = self.streams.get_mut(&id) {
                     if let Some(rec) = &mut s.recording {
                         rec.trailers = headers.clone();
@@ -614,8 +688,12 @@ impl H2Session {
             }
             H2Event::SendCapacity { stream } => {
                 // The rest of a request body waits for upstream window.
-                let Some(&id) = self.upstream_to_client.get(&stream) else { return };
-                let UpstreamLeg::Connected(up) = &mut self.upstream else { return };
+                let Some(&id) = self.upstream_to_client.get(&stream) else {
+                    return;
+                };
+                let UpstreamLeg::Connected(up) = &mut self.upstream else {
+                    return;
+                };
                 if let Some(s) = self.streams.get_mut(&id) {
                     send_unsent(up, stream, s);
                 }
@@ -632,8 +710,12 @@ impl H2Session {
 
     /// The upstream's answer on a stream is complete: hand it over for storing.
     fn finish_recorded(&mut self, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
-        let Some(s) = self.streams.get_mut(&id) else { return };
-        let Some(mut response) = s.recording.take() else { return };
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let Some(mut response) = s.recording.take() else {
+            return;
+        };
         if let Some(up) = s.upstream_stream {
             self.upstream_to_client.remove(&up);
         }
@@ -668,8 +750,11 @@ impl H2Session {
 
     /// Sends what the client's window allows on one stream.
     fn flush(&mut self, id: u32, _ctx: &Ctx<'_>, _out: &mut VecDeque<Output>) {
-        let Some(s) = self.streams.get_mut(&id) else { return };
-        if s.upstream_stream.is_some() && s.recording.is_none() && matches!(s.finish, Finish::Open) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.upstream_stream.is_some() && s.recording.is_none() && matches!(s.finish, Finish::Open)
+        {
             // Still waiting for the upstream's head.
             if s.pending.is_empty() {
                 return;
@@ -678,7 +763,9 @@ impl H2Session {
         let mut taken = 0usize;
         loop {
             let last = s.pending.len() == 1 && matches!(s.finish, Finish::End);
-            let Some(chunk) = s.pending.front_mut() else { break };
+            let Some(chunk) = s.pending.front_mut() else {
+                break;
+            };
             match self.client.send_data(id, chunk, last) {
                 Ok(n) if n == chunk.len() => {
                     taken += n;
@@ -698,7 +785,9 @@ impl H2Session {
         if taken > 0 && s.unreleased > 0 {
             let n = taken.min(s.unreleased);
             s.unreleased -= n;
-            if let (Some(up_id), UpstreamLeg::Connected(up)) = (s.upstream_stream, &mut self.upstream) {
+            if let (Some(up_id), UpstreamLeg::Connected(up)) =
+                (s.upstream_stream, &mut self.upstream)
+            {
                 up.release_capacity(up_id, n);
             }
         }
