@@ -293,3 +293,65 @@ async fn sigterm_lets_the_exchange_in_flight_finish() {
     let rec = crate::support::read_recording(&dir, "inflight");
     assert_eq!(rec["interactions"][0]["request"]["body"], "hello");
 }
+
+/// The README's first command: replaying the recording shipped in
+/// examples/ (here on an ephemeral port instead of 8080), with the curl lines
+/// it suggests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_example_replays_as_the_readme_says() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = std::fs::read_to_string(root.join("examples/ouli.toml")).unwrap();
+    assert!(example.contains("source_port = 8080"), "{example}");
+    let tmp = TempDir::new("example");
+    let config = tmp.join("ouli.toml");
+    std::fs::write(
+        &config,
+        example.replace("source_port = 8080", "source_port = 0"),
+    )
+    .unwrap();
+    let mut ouli = OuliProcess::spawn("replay", &config, &root.join("examples/recordings"))
+        .await
+        .unwrap_or_else(|out| panic!("the example does not start: {out:?}"));
+    let addr = ouli.addr;
+    for _ in 0..2 {
+        let r = Client::connect(addr)
+            .await
+            .request(
+                b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer anything\r\n\r\n",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.describe());
+        assert!(r.body_str().contains("tiny-1"), "{}", r.describe());
+    }
+    let body = br#"{"model":"tiny-1","prompt":"Ouli"}"#;
+    let post = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let r = Client::connect(addr)
+        .await
+        .request(&[post.as_bytes(), body].concat())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.body_str().contains("Hello, Ouli"), "{}", r.describe());
+    let r = Client::connect(addr)
+        .await
+        .request(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.body_str().contains("[DONE]"), "{}", r.describe());
+    let r = Client::connect(addr)
+        .await
+        .request(b"GET /v1/models?page=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 599, "{}", r.describe());
+    assert!(r.body_str().contains("GET /v1/models"), "{}", r.describe());
+    ouli.signal("TERM");
+    let out = ouli.wait(std::time::Duration::from_secs(10)).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("replayed: 4, missed: 1"),
+        "{}",
+        out.stdout
+    );
+}
