@@ -4,4 +4,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# External HTTP/2 peers for tests/h2: curl, nghttp and h2load (Debian's
+# nghttp2-client) and httpwg (crates.io's httpwg-cli, into $CARGO_HOME/bin,
+# about 2 minutes to build once). Each one present is listed in
+# OULI_REQUIRE_H2_TOOLS, and a test then fails if it cannot run it; one that
+# cannot be installed here is left out, and its tests skip with a loud message.
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$PATH:$cargo_bin"
+have() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+        echo "tests/run.sh: apt-get install -y $*"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 ||
+            { apt-get update >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1; } ||
+            true
+    fi
+}
+have curl || apt_install curl
+{ have nghttp && have h2load; } || apt_install nghttp2-client
+if ! have httpwg; then
+    echo "tests/run.sh: cargo install httpwg-cli --locked (into $cargo_bin)"
+    cargo install httpwg-cli --locked --root "${CARGO_HOME:-$HOME/.cargo}" || true
+fi
+required=""
+for tool in curl nghttp h2load httpwg; do
+    if have "$tool"; then
+        required="$required $tool"
+    else
+        echo "WARNING: tests/run.sh could not install $tool: its HTTP/2 tests will be SKIPPED" >&2
+    fi
+done
+export OULI_REQUIRE_H2_TOOLS="${required# }"
+
 cargo test --workspace

@@ -96,6 +96,9 @@ pub struct ProxySettings {
     pub ws_replay_timing: ReplayTiming,
     /// The protocol spoken to the upstream when recording.
     pub upstream_protocol: UpstreamProtocol,
+    /// Whether the upstream connection is TLS (the adapter's transport):
+    /// HTTP/2 requests sent upstream then carry `:scheme: https`.
+    pub upstream_tls: bool,
 }
 
 impl ProxySettings {
@@ -113,6 +116,7 @@ impl ProxySettings {
             ws_limits: WsLimits::default(),
             ws_replay_timing: ReplayTiming::default(),
             upstream_protocol: UpstreamProtocol::default(),
+            upstream_tls: false,
         }
     }
 }
@@ -191,6 +195,16 @@ pub enum ProxyEvent {
         /// The one-line reason.
         reason: String,
     },
+}
+
+/// The protocol spoken on an upstream connection; see
+/// [`Connection::upstream_wire`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamWire {
+    /// HTTP/1.1 (ALPN `http/1.1`).
+    Http1,
+    /// HTTP/2 (ALPN `h2`; h2c with prior knowledge in cleartext).
+    H2,
 }
 
 /// Why the adapter could not reach the upstream.
@@ -618,6 +632,19 @@ impl Connection {
     /// Whether no exchange is in progress (nothing would be lost by closing).
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Idle) && self.client_in.is_empty() && self.requests.is_idle()
+    }
+
+    /// The protocol this connection speaks on the upstream connection it
+    /// asks for with [`Output::OpenUpstream`] (or holds):
+    /// [`UpstreamWire::H2`] once the client connection is HTTP/2, else
+    /// [`UpstreamWire::Http1`]. An adapter that negotiates the protocol of
+    /// the upstream connection (TLS ALPN) offers exactly this one.
+    pub fn upstream_wire(&self) -> UpstreamWire {
+        if matches!(self.phase, Phase::H2(_)) {
+            UpstreamWire::H2
+        } else {
+            UpstreamWire::Http1
+        }
     }
 
     fn arm(&mut self, at: Instant, timer: Timer) {
@@ -1545,6 +1572,28 @@ fn add_connection_header(headers: &mut Vec<Header>, client_version: Version, kee
     } else if client_version == Version::Http10 {
         headers.push(Header::new("connection", "keep-alive"));
     }
+}
+
+/// A complete HTTP/1.1 error answer that closes the connection, for an
+/// adapter that must refuse a connection before any [`Connection`] exists
+/// (for example past its connection limit). Same shape as every error Ouli
+/// sends: the reason in the body and in `x-ouli-error`.
+pub fn refusal_response(status: u16, reason: &str) -> Bytes {
+    let body = format!("{} {}: {reason}\n", status, reason_phrase(status));
+    let head = ResponseHead {
+        status,
+        reason: Bytes::from_static(reason_phrase(status).as_bytes()),
+        version: Version::Http11,
+        headers: vec![
+            Header::new("content-type", "text/plain; charset=utf-8"),
+            Header::new("x-ouli-error", sanitize_header_value(reason)),
+            Header::new("connection", "close"),
+        ],
+    };
+    let mut buf = BytesMut::with_capacity(192 + body.len());
+    encode_response_head(&head, BodyFraming::Length(body.len() as u64), &mut buf);
+    buf.extend_from_slice(body.as_bytes());
+    buf.freeze()
 }
 
 /// The status and reason an upstream failure is answered with.

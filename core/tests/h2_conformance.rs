@@ -672,7 +672,22 @@ fn stream_goaway_from_peer_is_an_event() {
             debug: Bytes::from_static(b"bye")
         }]
     );
-    assert!(p.conn.is_closed());
+    // A client's GOAWAY only says it opens no more streams: the server
+    // stays and still answers PING (httpwg "sends goaway frame with
+    // unknown error code"); the client closes when it is done.
+    assert!(!p.conn.is_closed());
+    p.send(&Frame::Ping {
+        ack: false,
+        payload: *b"stillup?",
+    });
+    let (frames, _) = p.drain();
+    assert_eq!(
+        frames,
+        vec![Frame::Ping {
+            ack: true,
+            payload: *b"stillup?"
+        }]
+    );
 }
 
 #[test]
@@ -1088,6 +1103,26 @@ fn http_connection_specific_header() {
 #[test]
 fn http_te_other_than_trailers() {
     malformed(&[GET[0], GET[1], GET[2], GET[3], ("te", "gzip")]);
+}
+
+#[test]
+fn http_host_differing_from_authority() {
+    malformed(&[GET[0], GET[1], GET[2], GET[3], ("host", "example.org")]);
+}
+
+#[test]
+fn http_host_equal_to_authority_after_normalization() {
+    // Scheme-based normalization (RFC 3986 §6.2.3): case and the default port.
+    for host in ["example.com", "EXAMPLE.com", "example.com:80"] {
+        let mut p = Peer::server();
+        p.headers(1, &[GET[0], GET[1], GET[2], GET[3], ("host", host)], true);
+        let (frames, events) = p.drain();
+        assert_eq!(rst(&frames, 1), None, "host {host}");
+        assert!(
+            matches!(&events[..], [H2Event::RequestHeaders { stream: 1, .. }]),
+            "host {host}: {events:?}"
+        );
+    }
 }
 
 #[test]

@@ -43,6 +43,8 @@ async fn start_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             };
             tokio::spawn(async move {
                 let mut path = String::new();
+                // The error type is tungstenite's (`ErrorResponse`), not ours to shrink.
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                                 mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
                     path = req.uri().path().to_owned();

@@ -566,7 +566,10 @@ impl Connection {
         (self.state == State::Closed && self.out.is_empty())
             || (self.streams.is_empty()
                 && self.out.is_empty()
-                && (self.goaway_sent.is_some() || self.goaway_received.is_some()))
+                // A client's GOAWAY only says it opens no more streams: it
+                // may still send PING or SETTINGS, so a server stays.
+                && (self.goaway_sent.is_some()
+                    || (self.role == Role::Client && self.goaway_received.is_some())))
     }
 
     /// Number of open streams (at least one side open).
@@ -1800,7 +1803,32 @@ fn parse_request(mut fields: Vec<Header>) -> Result<ParsedRequest, &'static str>
         }
     }
     let content_length = regular_fields(&regular)?;
+    if let Some(authority) = &pseudo.authority {
+        let scheme = pseudo.scheme.as_deref().unwrap_or_default();
+        for host in regular.iter().filter(|h| h.is("host")) {
+            if !same_authority(scheme, authority, &host.value) {
+                return Err("host differs from :authority (§8.3.1)");
+            }
+        }
+    }
     Ok((pseudo, regular, content_length))
+}
+
+/// Whether two authorities name the same entity after scheme-based
+/// normalization (RFC 3986 §6.2.3): case-insensitive, default port dropped.
+fn same_authority(scheme: &[u8], a: &[u8], b: &[u8]) -> bool {
+    fn normal<'v>(scheme: &[u8], v: &'v [u8]) -> &'v [u8] {
+        let default: &[u8] = match scheme {
+            b"http" => b":80",
+            b"https" => b":443",
+            _ => b"",
+        };
+        match v.strip_suffix(default) {
+            Some(rest) if !default.is_empty() => rest,
+            _ => v,
+        }
+    }
+    normal(scheme, a).eq_ignore_ascii_case(normal(scheme, b))
 }
 
 type ParsedResponse = (u16, Vec<Header>, Option<u64>);

@@ -85,12 +85,25 @@ struct Stream {
     /// Record mode: the response as it will be stored.
     recording: Option<RecordedResponse>,
     recorded_bytes: usize,
+    /// Record mode: how often the upstream refused this stream unprocessed
+    /// (REFUSED_STREAM, or past the last stream of its GOAWAY) and it was
+    /// sent again.
+    retries: u8,
+    /// Record mode: when the upstream must have sent more of this answer
+    /// (`upstream_response_timeout` after the request went out or the
+    /// answer last moved), or `None` when it owes nothing.
+    upstream_deadline: Option<Instant>,
 }
+
+/// How often a stream the upstream refused unprocessed is sent again.
+const MAX_UPSTREAM_RETRIES: u8 = 3;
 
 enum UpstreamLeg {
     None,
     Connecting,
     Connected(Box<H2Connection>),
+    /// Lost (closed, broken or not reachable): the next request opens a
+    /// new connection.
     Gone,
 }
 
@@ -100,8 +113,12 @@ pub(super) struct H2Session {
     upstream: UpstreamLeg,
     streams: HashMap<u32, Stream>,
     upstream_to_client: HashMap<u32, u32>,
-    /// Client streams whose requests wait for the upstream connection.
+    /// Client streams whose requests wait for the upstream connection, or
+    /// for room under its SETTINGS_MAX_CONCURRENT_STREAMS.
     waiting: VecDeque<u32>,
+    /// The upstream sent GOAWAY: no new streams on it; once the streams on
+    /// it are done, the next request opens a new connection.
+    upstream_going_away: bool,
 }
 
 impl H2Session {
@@ -114,6 +131,7 @@ impl H2Session {
             streams: HashMap::new(),
             upstream_to_client: HashMap::new(),
             waiting: VecDeque::new(),
+            upstream_going_away: false,
         }
     }
 
@@ -133,10 +151,15 @@ impl H2Session {
             UpstreamLeg::Connected(up) => up.poll_timeout(),
             _ => None,
         };
-        match (self.client.poll_timeout(), up) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let streams = self
+            .streams
+            .values()
+            .filter_map(|s| s.upstream_deadline)
+            .min();
+        [self.client.poll_timeout(), up, streams]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether no stream is in progress.
@@ -190,6 +213,7 @@ impl H2Session {
         if let UpstreamLeg::Connected(up) = &mut self.upstream {
             up.handle_timeout(now);
         }
+        self.expire_upstream_streams(now, ctx, out);
         self.pump(now, ctx, out);
     }
 
@@ -207,9 +231,7 @@ impl H2Session {
             return;
         }
         self.upstream = UpstreamLeg::Connected(Box::new(H2Connection::client(now)));
-        while let Some(id) = self.waiting.pop_front() {
-            self.forward(id, ctx, out);
-        }
+        self.upstream_going_away = false;
         self.pump(now, ctx, out);
     }
 
@@ -241,22 +263,73 @@ impl H2Session {
         }
         self.pump(now, ctx, out);
         if matches!(self.upstream, UpstreamLeg::Connected(_)) {
-            self.upstream = UpstreamLeg::Gone;
-            out.push_back(Output::ReleaseUpstream { reusable: false });
-            self.upstream_lost("the upstream closed the connection", out);
+            self.drop_upstream("the upstream closed the connection", out);
+            // Requests still waiting go on a new connection.
+            self.pump(now, ctx, out);
         }
     }
 
-    /// Every stream still waiting on the upstream gets 502, or a reset if
-    /// its answer had started.
-    fn upstream_lost(&mut self, reason: &str, out: &mut VecDeque<Output>) {
-        let ids: Vec<u32> = self
+    /// Streams whose upstream answer did not move within
+    /// `upstream_response_timeout`: the upstream stream is cancelled and the
+    /// client gets 504, or a reset if its answer had started.
+    fn expire_upstream_streams(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        let expired: Vec<u32> = self
             .streams
             .iter()
-            .filter(|(_, s)| s.upstream_stream.is_some())
+            .filter(|(id, s)| {
+                s.upstream_deadline.is_some_and(|at| at <= now)
+                    && s.upstream_stream
+                        .is_some_and(|up| self.upstream_to_client.get(&up) == Some(*id))
+            })
             .map(|(id, _)| *id)
             .collect();
-        for id in ids {
+        for id in expired {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.upstream_deadline = None;
+            let started = s.recording.is_some();
+            if let Some(up_id) = s.upstream_stream {
+                self.upstream_to_client.remove(&up_id);
+                if let UpstreamLeg::Connected(up) = &mut self.upstream {
+                    up.reset(up_id, ErrorCode::CANCEL);
+                }
+            }
+            let reason = format!(
+                "the upstream did not answer within {} ms",
+                ctx.settings.upstream_response_timeout.as_millis()
+            );
+            if started {
+                self.client.reset(id, ErrorCode::CANCEL);
+                self.streams.remove(&id);
+            } else {
+                self.answer_error(id, 504, &reason, out);
+            }
+            out.push_back(Output::Event(ProxyEvent::UpstreamError {
+                status: 504,
+                reason,
+            }));
+        }
+    }
+
+    /// Lets go of the upstream connection: every stream whose answer it
+    /// still owed gets 502, or a reset if its answer had started. Streams
+    /// whose answer is complete go on sending what they hold; waiting
+    /// requests open a new connection.
+    fn drop_upstream(&mut self, reason: &str, out: &mut VecDeque<Output>) {
+        if matches!(self.upstream, UpstreamLeg::Connected(_)) {
+            out.push_back(Output::ReleaseUpstream { reusable: false });
+        }
+        self.upstream = UpstreamLeg::Gone;
+        self.upstream_going_away = false;
+        let owed: Vec<u32> = self.upstream_to_client.drain().map(|(_, id)| id).collect();
+        for s in self.streams.values_mut() {
+            // Their ids belong to the connection that is gone.
+            s.upstream_stream = None;
+            s.unreleased = 0;
+            s.upstream_deadline = None;
+        }
+        for id in owed {
             let started = self.streams.get(&id).is_some_and(|s| s.recording.is_some());
             if started {
                 self.client.reset(id, ErrorCode::INTERNAL_ERROR);
@@ -265,7 +338,6 @@ impl H2Session {
                 self.answer_error(id, 502, reason, out);
             }
         }
-        self.upstream_to_client.clear();
     }
 
     /// Runs both legs until nothing more happens, then queues their bytes.
@@ -283,11 +355,14 @@ impl H2Session {
                 };
                 let Some(ev) = ev else { break };
                 progressed = true;
-                self.on_upstream_event(ev, ctx, out);
+                self.on_upstream_event(now, ev, ctx, out);
+            }
+            if self.service_waiting(now, ctx, out) {
+                progressed = true;
             }
             let ids: Vec<u32> = self.streams.keys().copied().collect();
             for id in ids {
-                self.flush(id, ctx, out);
+                self.flush(now, id, ctx);
             }
             if self.transmit(out) {
                 progressed = true;
@@ -355,10 +430,18 @@ impl H2Session {
                         unreleased: 0,
                         recording: None,
                         recorded_bytes: 0,
+                        retries: 0,
+                        upstream_deadline: None,
                     },
                 );
                 if end_stream {
                     self.request_complete(now, stream, ctx, out);
+                } else if header_value(&headers, "expect")
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+                {
+                    // Ouli reads the whole request before answering, so it
+                    // asks for the body itself (as on HTTP/1.1).
+                    let _ = self.client.send_response(stream, 100, &[], false);
                 }
             }
             H2Event::Data {
@@ -533,58 +616,124 @@ impl H2Session {
         self.respond(id, status, &headers, vec![body], Finish::End);
     }
 
-    /// Record and auto modes: sends the stream's request upstream, opening
-    /// the upstream connection first if needed.
+    /// Record and auto modes: queues the stream's request for the upstream;
+    /// [`service_waiting`](Self::service_waiting) sends it, opening the
+    /// upstream connection first if needed.
     fn forward(&mut self, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
         if ctx.settings.upstream_protocol == UpstreamProtocol::Http1 {
             let reason = "recording HTTP/2 clients needs target_protocol = \"h2c\" or \"auto\"";
             self.answer_error(id, 502, reason, out);
             return;
         }
-        match &mut self.upstream {
-            UpstreamLeg::None => {
-                self.upstream = UpstreamLeg::Connecting;
-                self.waiting.push_back(id);
-                out.push_back(Output::OpenUpstream);
+        self.waiting.push_back(id);
+    }
+
+    /// Sends waiting requests upstream, in order, as far as the upstream
+    /// connection takes them: opens it when there is none (or the last one
+    /// is gone), replaces it once a GOAWAY'd one has no stream left, and
+    /// otherwise waits for room under its concurrent-stream limit. Returns
+    /// whether anything happened.
+    fn service_waiting(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) -> bool {
+        let mut any = false;
+        while let Some(&id) = self.waiting.front() {
+            if !self.streams.contains_key(&id) {
+                // Reset by the client while it waited.
+                self.waiting.pop_front();
+                continue;
             }
-            UpstreamLeg::Connecting => self.waiting.push_back(id),
-            UpstreamLeg::Gone => self.answer_error(id, 502, "the upstream connection is gone", out),
-            UpstreamLeg::Connected(up) => {
-                let Some(stream) = self.streams.get_mut(&id) else {
-                    return;
-                };
-                let pseudo = RequestPseudo::new(
-                    stream.method.clone(),
-                    Bytes::from_static(b"http"),
-                    ctx.settings.upstream_authority.clone(),
-                    stream.target.clone(),
-                );
-                let headers: Vec<Header> = stream
-                    .headers
-                    .iter()
-                    .filter(|h| !h.is("host"))
-                    .cloned()
-                    .collect();
-                let body = stream.body.clone().freeze();
-                match up.send_request(&pseudo, &headers, body.is_empty()) {
-                    Ok(up_id) => {
-                        stream.upstream_stream = Some(up_id);
-                        self.upstream_to_client.insert(up_id, id);
-                        // The request body is bounded by max_body_bytes; what the
-                        // upstream's window does not take now goes on SendCapacity.
-                        stream.unsent = body;
-                        send_unsent(up, up_id, stream);
-                    }
-                    Err(e) => {
-                        let reason = format!("cannot open an upstream stream: {e}");
-                        self.answer_error(id, 502, &reason, out);
+            match &self.upstream {
+                UpstreamLeg::Connecting => break,
+                UpstreamLeg::None | UpstreamLeg::Gone => {
+                    self.upstream = UpstreamLeg::Connecting;
+                    out.push_back(Output::OpenUpstream);
+                    any = true;
+                    break;
+                }
+                UpstreamLeg::Connected(up) => {
+                    if !self.upstream_going_away && up.can_open_stream() {
+                        self.waiting.pop_front();
+                        self.send_upstream(now, id, ctx, out);
+                        any = true;
+                    } else if self.upstream_going_away && self.upstream_to_client.is_empty() {
+                        self.drop_upstream("the upstream is going away", out);
+                        any = true;
+                    } else if !self.upstream_going_away && up.active_streams() == 0 {
+                        // Open, yet no room with nothing in flight: the
+                        // upstream allows no streams at all.
+                        let reason = "the upstream allows no concurrent streams";
+                        for id in std::mem::take(&mut self.waiting) {
+                            self.answer_error(id, 502, reason, out);
+                        }
+                        any = true;
+                    } else {
+                        // Room comes back as streams on it end.
+                        break;
                     }
                 }
             }
         }
+        any
     }
 
-    fn on_upstream_event(&mut self, ev: H2Event, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+    /// Opens an upstream stream for a request and sends what the windows take.
+    fn send_upstream(&mut self, now: Instant, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
+        let UpstreamLeg::Connected(up) = &mut self.upstream else {
+            return;
+        };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let pseudo = RequestPseudo::new(
+            stream.method.clone(),
+            Bytes::from_static(if ctx.settings.upstream_tls {
+                b"https"
+            } else {
+                b"http"
+            }),
+            ctx.settings.upstream_authority.clone(),
+            stream.target.clone(),
+        );
+        let headers: Vec<Header> = stream
+            .headers
+            .iter()
+            .filter(|h| !h.is("host"))
+            .cloned()
+            .collect();
+        let body = stream.body.clone().freeze();
+        match up.send_request(&pseudo, &headers, body.is_empty()) {
+            Ok(up_id) => {
+                stream.upstream_stream = Some(up_id);
+                stream.upstream_deadline = Some(now + ctx.settings.upstream_response_timeout);
+                self.upstream_to_client.insert(up_id, id);
+                // The request body is bounded by max_body_bytes; what the
+                // upstream's window does not take now goes on SendCapacity.
+                stream.unsent = body;
+                send_unsent(up, up_id, stream);
+            }
+            Err(e) => {
+                let reason = format!("cannot open an upstream stream: {e}");
+                self.answer_error(id, 502, &reason, out);
+            }
+        }
+    }
+
+    fn on_upstream_event(
+        &mut self,
+        now: Instant,
+        ev: H2Event,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
+        // The answer on a stream moved: its deadline starts over.
+        let moved = match &ev {
+            H2Event::ResponseHeaders { stream, .. } | H2Event::Data { stream, .. } => Some(*stream),
+            _ => None,
+        };
+        if let Some(id) = moved.and_then(|up| self.upstream_to_client.get(&up)) {
+            if let Some(s) = self.streams.get_mut(id) {
+                s.upstream_deadline = Some(now + ctx.settings.upstream_response_timeout);
+            }
+        }
         match ev {
             H2Event::ResponseHeaders {
                 stream,
@@ -598,9 +747,16 @@ impl H2Session {
                 let Some(&id) = self.upstream_to_client.get(&stream) else {
                     return;
                 };
-                let framing = if end_stream {
+                let is_head = self
+                    .streams
+                    .get(&id)
+                    .is_some_and(|s| &s.method[..] == b"HEAD");
+                // `None` means "no body by definition" to an HTTP/1.1 replay;
+                // an HTTP/2 answer that merely ends with its HEADERS has an
+                // empty body, which HTTP/1.1 must frame with a length.
+                let framing = if is_head || status == 204 || status == 304 {
                     Framing::None
-                } else if header_value(&headers, "content-length").is_some() {
+                } else if end_stream || header_value(&headers, "content-length").is_some() {
                     Framing::Length
                 } else {
                     Framing::Chunked
@@ -673,6 +829,19 @@ impl H2Session {
             H2Event::StreamReset { stream, code, .. } => {
                 if let Some(id) = self.upstream_to_client.remove(&stream) {
                     let started = self.streams.get(&id).is_some_and(|s| s.recording.is_some());
+                    if code == ErrorCode::REFUSED_STREAM && !started {
+                        // Not processed (RFC 9113 §8.7): safe to send again.
+                        if let Some(s) = self.streams.get_mut(&id) {
+                            if s.retries < MAX_UPSTREAM_RETRIES {
+                                s.retries += 1;
+                                s.upstream_deadline = None;
+                                s.upstream_stream = None;
+                                s.unreleased = 0;
+                                self.waiting.push_back(id);
+                                return;
+                            }
+                        }
+                    }
                     if started {
                         self.client.reset(id, code);
                         self.streams.remove(&id);
@@ -700,11 +869,10 @@ impl H2Session {
             }
             H2Event::ConnectionError(e) => {
                 let reason = format!("the upstream broke HTTP/2: {e}");
-                self.upstream = UpstreamLeg::Gone;
-                out.push_back(Output::ReleaseUpstream { reusable: false });
-                self.upstream_lost(&reason, out);
+                self.drop_upstream(&reason, out);
             }
-            H2Event::GoAway { .. } | H2Event::RequestHeaders { .. } => {}
+            H2Event::GoAway { .. } => self.upstream_going_away = true,
+            H2Event::RequestHeaders { .. } => {}
         }
     }
 
@@ -716,6 +884,7 @@ impl H2Session {
         let Some(mut response) = s.recording.take() else {
             return;
         };
+        s.upstream_deadline = None;
         if let Some(up) = s.upstream_stream {
             self.upstream_to_client.remove(&up);
         }
@@ -749,16 +918,13 @@ impl H2Session {
     }
 
     /// Sends what the client's window allows on one stream.
-    fn flush(&mut self, id: u32, _ctx: &Ctx<'_>, _out: &mut VecDeque<Output>) {
+    fn flush(&mut self, now: Instant, id: u32, ctx: &Ctx<'_>) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if s.upstream_stream.is_some() && s.recording.is_none() && matches!(s.finish, Finish::Open)
-        {
-            // Still waiting for the upstream's head.
-            if s.pending.is_empty() {
-                return;
-            }
+        if s.pending.is_empty() && matches!(s.finish, Finish::Open) {
+            // Still reading the request, or waiting for the upstream.
+            return;
         }
         let mut taken = 0usize;
         loop {
@@ -781,6 +947,11 @@ impl H2Session {
                     break;
                 }
             }
+        }
+        if taken > 0 && s.upstream_deadline.is_some() {
+            // A slow client holds the upstream back: that is not the
+            // upstream's silence.
+            s.upstream_deadline = Some(now + ctx.settings.upstream_response_timeout);
         }
         if taken > 0 && s.unreleased > 0 {
             let n = taken.min(s.unreleased);
