@@ -4,7 +4,7 @@
 mod tools;
 
 use clap::{Parser, Subcommand};
-use ouli_adapter_common::config::Config;
+use ouli_adapter_common::config::{Config, TargetType};
 use ouli_core::proxy::Mode;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,11 +138,22 @@ fn run(config: Config, mode: Mode, recording_dir: PathBuf, strict: bool) -> Exit
             Mode::Auto => "replaying or recording",
         };
         for (addr, ep) in proxy.local_addrs().iter().zip(&endpoints) {
+            // A TLS target is shown as a URL; a plaintext one as host:port.
+            let target = match ep.target_type {
+                TargetType::Https => format!("https://{}", ep.target_addr()),
+                TargetType::Http => ep.target_addr(),
+            };
             println!(
-                "ouli: {verb} on http://{addr} -> {}:{} (recording dir {})",
-                ep.target_host,
-                ep.target_port,
+                "ouli: {verb} on {}://{addr} -> {target} (recording dir {})",
+                ep.source_type,
                 recording_dir.display()
+            );
+        }
+        if let Some(path) = proxy.local_ca().and_then(|ca| ca.path()) {
+            println!(
+                "ouli: https listeners use a certificate for localhost, 127.0.0.1 and ::1 \
+                 signed by a CA generated for this run; trust {} (e.g. curl --cacert)",
+                path.display()
             );
         }
         tracing::debug!(runtime = ouli::RUNTIME_NAME, "serving");

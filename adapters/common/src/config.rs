@@ -14,14 +14,19 @@
 //! shutdown_grace_ms = 10000
 //! # tcp_send_buffer_bytes = 65536     # optional; unset = the kernel's default
 //! # tcp_recv_buffer_bytes = 65536     # optional; unset = the kernel's default
+//! # tls_dir = "certs"   # optional; where the generated listener CA is written (default: the recording dir)
 //!
 //! [[endpoints]]
 //! source_host = "127.0.0.1"    # optional, default 127.0.0.1
 //! source_port = 8080           # 0 = ephemeral
-//! source_type = "http"
+//! source_type = "http"         # or "https" (TLS listener)
 //! target_host = "api.example.com"
 //! target_port = 443
-//! target_type = "http"
+//! target_type = "https"        # or "http"
+//! # target_ca_file = "ca.pem"                # optional, with https: an extra trusted CA
+//! # insecure_skip_verify_upstream_tls = false  # never for real APIs
+//! # source_cert_file = "cert.pem"            # optional, with source_type https,
+//! # source_key_file = "key.pem"              # both or neither (then one is generated)
 //! redact_request_headers = ["Authorization"]   # optional
 //! match_request_headers = []                    # optional
 //! # Matching, redaction and [[endpoints.paths]] overrides: see crate::policy_config.
@@ -38,7 +43,7 @@ use ouli_core::proxy::{ReplayTiming, UpstreamProtocol};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -94,6 +99,11 @@ pub struct Config {
     /// `ws_max_message_bytes` (default 67108864 = 64 MiB, at least 1): the
     /// largest WebSocket message (fragments joined); larger ones get 1009.
     pub ws_max_message_bytes: usize,
+    /// `tls_dir` (optional; default: the recording dir): where Ouli writes
+    /// `ouli-ca.pem`, the CA it generates for `source_type = "https"`
+    /// endpoints without `source_cert_file` (see [`crate::tls`]). A relative
+    /// path is relative to the working directory.
+    pub tls_dir: Option<PathBuf>,
     /// `[[endpoints]]` (at least one): each is a listening address and the
     /// upstream it stands for.
     pub endpoints: Vec<EndpointConfig>,
@@ -108,16 +118,35 @@ pub struct EndpointConfig {
     /// (useful in tests). Two endpoints may not share a non-zero
     /// `source_host`/`source_port` pair.
     pub source_port: u16,
-    /// `source_type` (optional, default `"http"`): the protocol clients speak; only `"http"`.
+    /// `source_type` (optional, default `"http"`): the protocol clients
+    /// speak: `"http"`, or `"https"` for a TLS listener (ALPN `h2` and
+    /// `http/1.1`).
     pub source_type: SourceType,
     /// `target_host` (required): the upstream's host name or address; also
     /// used as the `Host` the upstream sees.
     pub target_host: String,
     /// `target_port` (required, 1 to 65535): the upstream's port.
     pub target_port: u16,
-    /// `target_type` (optional, default `"http"`): the protocol spoken to the upstream; only
-    /// `"http"` for now.
+    /// `target_type` (optional, default `"http"`): the protocol spoken to
+    /// the upstream: `"http"`, or `"https"` for TLS (verified against
+    /// Mozilla's roots and `target_ca_file`, SNI from `target_host`).
     pub target_type: TargetType,
+    /// `target_ca_file` (optional, only with `target_type = "https"`): a PEM
+    /// file of CA certificates trusted for the upstream, in addition to the
+    /// built-in roots.
+    pub target_ca_file: Option<PathBuf>,
+    /// `insecure_skip_verify_upstream_tls` (default `false`, only with
+    /// `target_type = "https"`): accept any upstream certificate. For
+    /// self-signed test servers only; Ouli warns at startup when it is set.
+    pub insecure_skip_verify_upstream_tls: bool,
+    /// `source_cert_file` (optional, only with `source_type = "https"`,
+    /// together with `source_key_file`): the listener's PEM certificate
+    /// chain. Without it Ouli generates a certificate for localhost,
+    /// 127.0.0.1 and ::1, signed by a CA it writes to `tls_dir`.
+    pub source_cert_file: Option<PathBuf>,
+    /// `source_key_file` (optional, with `source_cert_file`): the
+    /// listener's PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub source_key_file: Option<PathBuf>,
     /// `redact_request_headers` (default `[]`): request header names
     /// (case-insensitive) whose values are replaced before a request is
     /// stored, so secrets such as `Authorization` never reach the recording.
@@ -165,32 +194,38 @@ fn host_port(host: &str, port: u16) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceType {
-    /// Plain HTTP/1.x.
+    /// Plain HTTP/1.x (and h2c with prior knowledge).
     Http,
+    /// HTTP/1.1 or HTTP/2 over TLS.
+    Https,
 }
 
 /// The protocol spoken to an endpoint's upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetType {
-    /// Plain HTTP/1.1.
+    /// Plain HTTP/1.1 (or h2c).
     Http,
+    /// HTTP/1.1 or HTTP/2 over TLS.
+    Https,
 }
 
 impl SourceType {
     /// The values accepted in the file.
-    pub const ALLOWED: &'static [&'static str] = &["http"];
+    pub const ALLOWED: &'static [&'static str] = &["http", "https"];
 
     /// The name used in the file.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceType::Http => "http",
+            SourceType::Https => "https",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
         match s {
             "http" => Some(SourceType::Http),
+            "https" => Some(SourceType::Https),
             _ => None,
         }
     }
@@ -198,18 +233,28 @@ impl SourceType {
 
 impl TargetType {
     /// The values accepted in the file.
-    pub const ALLOWED: &'static [&'static str] = &["http"];
+    pub const ALLOWED: &'static [&'static str] = &["http", "https"];
 
     /// The name used in the file.
     pub fn as_str(self) -> &'static str {
         match self {
             TargetType::Http => "http",
+            TargetType::Https => "https",
+        }
+    }
+
+    /// The port the scheme implies (80 or 443).
+    pub fn default_port(self) -> u16 {
+        match self {
+            TargetType::Http => 80,
+            TargetType::Https => 443,
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
         match s {
             "http" => Some(TargetType::Http),
+            "https" => Some(TargetType::Https),
             _ => None,
         }
     }
@@ -280,6 +325,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_millis(10_000),
             ws_max_frame_bytes: ouli_core::ws::MAX_FRAME_PAYLOAD_BYTES,
             ws_max_message_bytes: ouli_core::ws::MAX_MESSAGE_BYTES,
+            tls_dir: None,
             endpoints: Vec::new(),
         }
     }
@@ -302,6 +348,7 @@ struct RawConfig {
     shutdown_grace_ms: Option<u64>,
     ws_max_frame_bytes: Option<Spanned<usize>>,
     ws_max_message_bytes: Option<Spanned<usize>>,
+    tls_dir: Option<Spanned<String>>,
     #[serde(default)]
     endpoints: Vec<Spanned<RawEndpoint>>,
 }
@@ -315,6 +362,10 @@ struct RawEndpoint {
     target_host: Spanned<String>,
     target_port: Spanned<u16>,
     target_type: Option<Spanned<String>>,
+    target_ca_file: Option<Spanned<String>>,
+    insecure_skip_verify_upstream_tls: Option<Spanned<bool>>,
+    source_cert_file: Option<Spanned<String>>,
+    source_key_file: Option<Spanned<String>>,
     target_protocol: Option<Spanned<String>>,
     replay_timing: Option<Spanned<String>>,
     #[serde(default)]
@@ -356,6 +407,14 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
         }
     }
     (line, column)
+}
+
+/// An endpoint's TLS fields, as written.
+struct RawTls<'a> {
+    target_ca_file: &'a Option<Spanned<String>>,
+    insecure_skip_verify_upstream_tls: &'a Option<Spanned<bool>>,
+    source_cert_file: &'a Option<Spanned<String>>,
+    source_key_file: &'a Option<Spanned<String>>,
 }
 
 struct Checker<'a> {
@@ -431,6 +490,87 @@ impl Checker<'_> {
             .collect()
     }
 
+    /// The TLS file and verification fields, each allowed only with the
+    /// type it belongs to, so a setting that would be ignored is an error.
+    #[allow(clippy::type_complexity)]
+    fn tls_fields(
+        &self,
+        index: usize,
+        raw: RawTls<'_>,
+        source_type: SourceType,
+        target_type: TargetType,
+    ) -> Result<(Option<PathBuf>, bool, Option<PathBuf>, Option<PathBuf>), ConfigError> {
+        let path = |field: &str, value: &Option<Spanned<String>>| match value {
+            Some(v) if v.get_ref().trim().is_empty() => Err(self.invalid(
+                Some(v.span()),
+                format_args!("endpoints[{index}].{field} must not be empty"),
+            )),
+            Some(v) => Ok(Some(PathBuf::from(v.get_ref()))),
+            None => Ok(None),
+        };
+        let target_ca_file = path("target_ca_file", raw.target_ca_file)?;
+        let source_cert_file = path("source_cert_file", raw.source_cert_file)?;
+        let source_key_file = path("source_key_file", raw.source_key_file)?;
+        let insecure = raw
+            .insecure_skip_verify_upstream_tls
+            .as_ref()
+            .is_some_and(|v| *v.get_ref());
+        let needs = |field: &str, span: Option<Range<usize>>, what: &str| {
+            self.invalid(
+                span,
+                format_args!("endpoints[{index}].{field} needs {what}"),
+            )
+        };
+        if target_type != TargetType::Https {
+            if let Some(v) = raw.target_ca_file {
+                return Err(needs(
+                    "target_ca_file",
+                    Some(v.span()),
+                    "target_type = \"https\"",
+                ));
+            }
+            if let Some(v) = raw.insecure_skip_verify_upstream_tls {
+                return Err(needs(
+                    "insecure_skip_verify_upstream_tls",
+                    Some(v.span()),
+                    "target_type = \"https\"",
+                ));
+            }
+        }
+        if insecure {
+            if let Some(v) = raw.target_ca_file {
+                return Err(self.invalid(
+                    Some(v.span()),
+                    format_args!(
+                        "endpoints[{index}]: target_ca_file and \
+                         insecure_skip_verify_upstream_tls = true contradict each other: \
+                         keep target_ca_file"
+                    ),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("source_cert_file", raw.source_cert_file),
+            ("source_key_file", raw.source_key_file),
+        ] {
+            if let Some(v) = value {
+                if source_type != SourceType::Https {
+                    return Err(needs(field, Some(v.span()), "source_type = \"https\""));
+                }
+            }
+        }
+        match (raw.source_cert_file, raw.source_key_file) {
+            (Some(v), None) => {
+                return Err(needs("source_cert_file", Some(v.span()), "source_key_file"))
+            }
+            (None, Some(v)) => {
+                return Err(needs("source_key_file", Some(v.span()), "source_cert_file"))
+            }
+            _ => {}
+        }
+        Ok((target_ca_file, insecure, source_cert_file, source_key_file))
+    }
+
     fn endpoint(&self, index: usize, raw: RawEndpoint) -> Result<EndpointConfig, ConfigError> {
         let source_host = match raw.source_host {
             None => DEFAULT_SOURCE_HOST.to_string(),
@@ -442,7 +582,7 @@ impl Checker<'_> {
             }
             Some(h) => h.into_inner(),
         };
-        // Optional: defaults to "http", the only value before TLS lands.
+        // Optional: defaults to "http".
         let source_type = match &raw.source_type {
             None => SourceType::Http,
             Some(value) => SourceType::parse(value.get_ref()).ok_or_else(|| {
@@ -456,7 +596,7 @@ impl Checker<'_> {
                 )
             })?,
         };
-        // Optional: defaults to "http", the only value before TLS lands.
+        // Optional: defaults to "http".
         let target_type = match &raw.target_type {
             None => TargetType::Http,
             Some(value) => TargetType::parse(value.get_ref()).ok_or_else(|| {
@@ -470,6 +610,18 @@ impl Checker<'_> {
                 )
             })?,
         };
+        let (target_ca_file, insecure_skip_verify_upstream_tls, source_cert_file, source_key_file) =
+            self.tls_fields(
+                index,
+                RawTls {
+                    target_ca_file: &raw.target_ca_file,
+                    insecure_skip_verify_upstream_tls: &raw.insecure_skip_verify_upstream_tls,
+                    source_cert_file: &raw.source_cert_file,
+                    source_key_file: &raw.source_key_file,
+                },
+                source_type,
+                target_type,
+            )?;
         let target_protocol = match &raw.target_protocol {
             None => UpstreamProtocol::Auto,
             Some(v) => match v.get_ref().as_str() {
@@ -543,6 +695,10 @@ impl Checker<'_> {
             target_host: raw.target_host.into_inner(),
             target_port: raw.target_port.into_inner(),
             target_type,
+            target_ca_file,
+            insecure_skip_verify_upstream_tls,
+            source_cert_file,
+            source_key_file,
             redact_request_headers,
             match_request_headers,
             policy,
@@ -673,6 +829,12 @@ impl Config {
                 .unwrap_or(defaults.shutdown_grace),
             ws_max_frame_bytes,
             ws_max_message_bytes,
+            tls_dir: match raw.tls_dir {
+                Some(v) if v.get_ref().trim().is_empty() => {
+                    return Err(check.invalid(Some(v.span()), "`tls_dir` must not be empty"))
+                }
+                v => v.map(|v| PathBuf::from(v.into_inner())),
+            },
             endpoints,
         })
     }
@@ -768,6 +930,10 @@ target_type = "http"
                 target_host: "api.example.com".into(),
                 target_port: 80,
                 target_type: TargetType::Http,
+                target_ca_file: None,
+                insecure_skip_verify_upstream_tls: false,
+                source_cert_file: None,
+                source_key_file: None,
                 redact_request_headers: vec![],
                 match_request_headers: vec![],
                 policy: MatchPolicy::default(),
@@ -935,10 +1101,10 @@ target_type = "http"
 
     #[test]
     fn unknown_types_name_allowed_values() {
-        let msg = invalid(&MINIMAL.replace("target_type = \"http\"", "target_type = \"https\""));
+        let msg = invalid(&MINIMAL.replace("target_type = \"http\"", "target_type = \"ftp\""));
         assert!(msg.contains("line 7"), "{msg}");
         assert!(
-            msg.contains("target_type \"https\" is not supported (allowed: \"http\")"),
+            msg.contains("target_type \"ftp\" is not supported (allowed: \"http\", \"https\")"),
             "{msg}"
         );
         let msg = invalid(&MINIMAL.replace("source_type = \"http\"", "source_type = \"grpc\""));
@@ -1031,5 +1197,65 @@ target_type = "http"
             .unwrap_err()
             .to_string();
         assert!(e.contains("ws_max_frame_bytes"), "{e}");
+    }
+
+    #[test]
+    fn tls_fields() {
+        let https = MINIMAL
+            .replace("source_type = \"http\"", "source_type = \"https\"")
+            .replace("target_type = \"http\"", "target_type = \"https\"");
+        let c = parse(&format!(
+            "tls_dir = \"certs\"\n{https}target_ca_file = \"ca.pem\"\n\
+             source_cert_file = \"c.pem\"\nsource_key_file = \"k.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.tls_dir, Some(PathBuf::from("certs")));
+        let ep = &c.endpoints[0];
+        assert_eq!(ep.source_type, SourceType::Https);
+        assert_eq!(ep.target_type, TargetType::Https);
+        assert_eq!(ep.target_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(!ep.insecure_skip_verify_upstream_tls);
+        assert_eq!(ep.source_cert_file, Some(PathBuf::from("c.pem")));
+        assert_eq!(ep.source_key_file, Some(PathBuf::from("k.pem")));
+        let insecure = parse(&format!(
+            "{https}insecure_skip_verify_upstream_tls = true\n"
+        ))
+        .unwrap();
+        assert!(insecure.endpoints[0].insecure_skip_verify_upstream_tls);
+
+        // Settings that would be ignored are errors naming what they need.
+        for (extra, needs) in [
+            (
+                "target_ca_file = \"ca.pem\"",
+                "target_ca_file needs target_type = \"https\"",
+            ),
+            (
+                "insecure_skip_verify_upstream_tls = true",
+                "insecure_skip_verify_upstream_tls needs target_type = \"https\"",
+            ),
+            (
+                "source_cert_file = \"c.pem\"\nsource_key_file = \"k.pem\"",
+                "source_cert_file needs source_type = \"https\"",
+            ),
+        ] {
+            let msg = invalid(&format!("{MINIMAL}{extra}\n"));
+            assert!(msg.contains(needs) && msg.contains("line 8"), "{msg}");
+        }
+        let msg = invalid(&format!("{https}source_cert_file = \"c.pem\"\n"));
+        assert!(
+            msg.contains("source_cert_file needs source_key_file"),
+            "{msg}"
+        );
+        let msg = invalid(&format!("{https}source_key_file = \"k.pem\"\n"));
+        assert!(
+            msg.contains("source_key_file needs source_cert_file"),
+            "{msg}"
+        );
+        let msg = invalid(&format!(
+            "{https}target_ca_file = \"ca.pem\"\ninsecure_skip_verify_upstream_tls = true\n"
+        ));
+        assert!(msg.contains("contradict"), "{msg}");
+        let msg = invalid(&format!("{https}target_ca_file = \" \"\n"));
+        assert!(msg.contains("target_ca_file must not be empty"), "{msg}");
     }
 }

@@ -1,6 +1,6 @@
 //! Turning the config into what the core needs for each endpoint.
 
-use crate::config::{Config, EndpointConfig};
+use crate::config::{Config, EndpointConfig, TargetType};
 use crate::recorder::Recorder;
 use crate::recording_dir::{LoadError, RecordingDir};
 use ouli_core::engine::ReplayIndex;
@@ -9,9 +9,9 @@ use ouli_core::store::Recording;
 use ouli_core::ws::WsLimits;
 
 /// The `Host` value Ouli sends upstream: the target host, with the port
-/// unless it is the scheme's default (80 for http).
+/// unless it is the scheme's default (80 for http, 443 for https).
 pub fn upstream_authority(endpoint: &EndpointConfig) -> String {
-    if endpoint.target_port == 80 {
+    if endpoint.target_port == endpoint.target_type.default_port() {
         endpoint.target_host.clone()
     } else if endpoint.target_host.contains(':') && !endpoint.target_host.starts_with('[') {
         format!("[{}]:{}", endpoint.target_host, endpoint.target_port)
@@ -34,6 +34,7 @@ pub fn proxy_settings(config: &Config, endpoint: &EndpointConfig, mode: Mode) ->
     };
     s.ws_replay_timing = endpoint.replay_timing;
     s.upstream_protocol = endpoint.target_protocol;
+    s.upstream_tls = endpoint.target_type == TargetType::Https;
     s
 }
 

@@ -3,7 +3,8 @@
 //! the whole connection layer written once over the small [`runtime::Runtime`]
 //! trait: the accept loop with its connection limit ([`server`]), the
 //! per-connection driver (`driver.rs`), the upstream pool and in-flight limit
-//! ([`upstream`]), TCP tuning ([`tcp`]) and graceful shutdown.
+//! ([`upstream`]), TCP tuning ([`tcp`]), TLS on either side ([`tls`], driven
+//! on in-memory buffers by the same driver) and graceful shutdown.
 //!
 //! An adapter crate only implements [`runtime::Runtime`] (its socket and
 //! listener types, a timer, `spawn` and `spawn_blocking`) and names the
@@ -31,5 +32,7 @@ pub mod stats;
 pub mod sync;
 pub mod tcp;
 pub mod test_server;
+pub mod tls;
+mod transport;
 pub mod upstream;
 pub mod yaml_config;

@@ -4,8 +4,8 @@
 //! `ouli_tokio::Proxy = Proxy<Tokio>`.
 
 use crate::buffer_pool::BufferPool;
-use crate::config::{Config, EndpointConfig};
-use crate::driver::serve;
+use crate::config::{Config, EndpointConfig, SourceType};
+use crate::driver::{accept, serve};
 use crate::endpoint::{load_auto, load_replay_index, proxy_settings};
 use crate::recorder::Recorder;
 use crate::recording_dir::{LoadError, RecordingDir};
@@ -13,21 +13,25 @@ use crate::runtime::Runtime;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::sync::{race, Gauge, Latch};
 use crate::tcp::{bind_listener, TcpTuning};
+use crate::tls::{ListenerTls, LocalCa, UpstreamTls};
 use crate::upstream::{InFlightLimit, UpstreamPool};
 use ouli_core::engine::{ReplayIndex, TestUsage};
-use ouli_core::proxy::{Mode, ProxySettings};
+use ouli_core::proxy::{Mode, ProxySettings, UpstreamProtocol};
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The answer to a connection past `max_connections`, written without
-/// waiting before the connection is closed.
-pub const LIMIT_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 41\r\n\r\nOuli: connection limit reached, try again\n";
+/// waiting before the connection is closed. The core writes it: adapters
+/// never produce protocol bytes themselves.
+pub static LIMIT_RESPONSE: std::sync::LazyLock<bytes::Bytes> = std::sync::LazyLock::new(|| {
+    ouli_core::proxy::refusal_response(503, "connection limit reached (max_connections), try again")
+});
 
 /// Entry point: `Proxy::builder(config, mode, dir).bind().await?.run(shutdown).await`.
 pub struct Proxy<R>(PhantomData<fn() -> R>);
@@ -68,6 +72,14 @@ pub enum StartError {
         /// The reason.
         source: io::Error,
     },
+    /// An endpoint's TLS settings could not be used (a certificate, key or
+    /// CA file, or the generated certificate).
+    Tls {
+        /// The endpoint's listening address.
+        addr: String,
+        /// The reason, naming the file or field.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -75,6 +87,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Load(e) => write!(f, "cannot load recordings: {e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Tls { addr, message } => write!(f, "endpoint {addr}: TLS: {message}"),
         }
     }
 }
@@ -100,14 +113,22 @@ pub(crate) struct Shared {
     force: Latch,
 }
 
-/// One endpoint's core settings and its upstream pool.
+/// One endpoint's core settings, its upstream pool, and its listener's
+/// TLS configuration (`source_type = "https"`).
 pub(crate) struct Endpoint<R: Runtime> {
     pub(crate) settings: Arc<ProxySettings>,
     pub(crate) pool: UpstreamPool<R>,
+    pub(crate) listener_tls: Option<ListenerTls>,
 }
 
 impl<R: Runtime> Endpoint<R> {
-    fn new(config: &Config, endpoint: &EndpointConfig, mode: Mode) -> Self {
+    fn new(
+        config: &Config,
+        endpoint: &EndpointConfig,
+        mode: Mode,
+        listener_tls: Option<ListenerTls>,
+        upstream_tls: Option<UpstreamTls>,
+    ) -> Self {
         Endpoint {
             settings: Arc::new(proxy_settings(config, endpoint, mode)),
             pool: UpstreamPool::new(
@@ -116,15 +137,90 @@ impl<R: Runtime> Endpoint<R> {
                 config.upstream_connect_timeout,
                 config.max_upstream_idle_per_endpoint,
                 TcpTuning::from_config(config),
+                upstream_tls,
             ),
+            listener_tls,
         }
     }
+}
+
+/// The TLS configurations of every endpoint, in config order: the listener
+/// side and the upstream side. The CA for listeners without certificate
+/// files is generated once, written to `tls_dir` (default: the recording
+/// dir), and returned.
+#[allow(clippy::type_complexity)]
+fn tls_settings(
+    config: &Config,
+    recording_dir: &Path,
+) -> Result<
+    (
+        Vec<(Option<ListenerTls>, Option<UpstreamTls>)>,
+        Option<LocalCa>,
+    ),
+    StartError,
+> {
+    let mut local_ca: Option<LocalCa> = None;
+    let mut out = Vec::with_capacity(config.endpoints.len());
+    for endpoint in &config.endpoints {
+        let failed = |message: String| StartError::Tls {
+            addr: endpoint.source_addr(),
+            message,
+        };
+        // An HTTP/1.1-only target: h2-preferring TLS clients fall back.
+        let offer_h2 = endpoint.target_protocol != UpstreamProtocol::Http1;
+        let listener = match (
+            endpoint.source_type,
+            &endpoint.source_cert_file,
+            &endpoint.source_key_file,
+        ) {
+            (SourceType::Http, _, _) => None,
+            (SourceType::Https, Some(cert), Some(key)) => Some(
+                ListenerTls::from_pem_files(cert, key, offer_h2)
+                    .map_err(|e| failed(e.to_string()))?,
+            ),
+            (SourceType::Https, _, _) => {
+                let ca = match &mut local_ca {
+                    Some(ca) => ca,
+                    None => {
+                        let mut ca = LocalCa::generate().map_err(|e| failed(e.to_string()))?;
+                        let dir = config.tls_dir.as_deref().unwrap_or(recording_dir);
+                        let path = ca.write_to(dir).map_err(|e| {
+                            failed(format!(
+                                "cannot write the generated CA certificate to {}: {e}",
+                                dir.join(crate::tls::CA_FILE_NAME).display()
+                            ))
+                        })?;
+                        tracing::info!(
+                            "generated a TLS certificate for {}; clients trust it with the CA \
+                             certificate written to {}",
+                            crate::tls::LOCAL_NAMES.join(", "),
+                            path.display()
+                        );
+                        local_ca.insert(ca)
+                    }
+                };
+                Some(ca.listener(offer_h2).map_err(|e| failed(e.to_string()))?)
+            }
+        };
+        let upstream = UpstreamTls::for_endpoint(endpoint).map_err(|e| failed(e.to_string()))?;
+        if upstream.as_ref().is_some_and(UpstreamTls::is_insecure) {
+            tracing::warn!(
+                "endpoints {} -> {}: insecure_skip_verify_upstream_tls = true: the upstream's \
+                 certificate is NOT verified; anyone on the path can read and change the traffic",
+                endpoint.source_addr(),
+                endpoint.target_addr()
+            );
+        }
+        out.push((listener, upstream));
+    }
+    Ok((out, local_ca))
 }
 
 impl<R: Runtime> ProxyBuilder<R> {
     /// Loads recordings (replay mode) and binds every endpoint's listener.
     pub async fn bind(self) -> Result<BoundProxy<R>, StartError> {
         let config = self.config;
+        let (tls, local_ca) = tls_settings(&config, &self.recording_dir)?;
         let dir = RecordingDir::new(self.recording_dir);
         let (index, recorder) = match self.mode {
             Mode::Replay => (
@@ -156,20 +252,27 @@ impl<R: Runtime> ProxyBuilder<R> {
             force: Latch::new(),
         });
         let mut listeners = Vec::new();
-        for endpoint in &config.endpoints {
+        for (endpoint, (listener_tls, upstream_tls)) in config.endpoints.iter().zip(tls) {
             let listener = bind_listener(&endpoint.source_host, endpoint.source_port)
                 .and_then(R::listener)
                 .map_err(|source| StartError::Bind {
                     addr: endpoint.source_addr(),
                     source,
                 })?;
-            let endpoint = Arc::new(Endpoint::new(&config, endpoint, self.mode));
+            let endpoint = Arc::new(Endpoint::new(
+                &config,
+                endpoint,
+                self.mode,
+                listener_tls,
+                upstream_tls,
+            ));
             listeners.push((listener, endpoint));
         }
         Ok(BoundProxy {
             listeners,
             shared,
             shutdown_grace: config.shutdown_grace,
+            local_ca: local_ca.map(Arc::new),
         })
     }
 }
@@ -179,6 +282,7 @@ pub struct BoundProxy<R: Runtime> {
     listeners: Vec<(R::Listener, Arc<Endpoint<R>>)>,
     shared: Arc<Shared>,
     shutdown_grace: Duration,
+    local_ca: Option<Arc<LocalCa>>,
 }
 
 /// What a run did, returned by [`BoundProxy::run`].
@@ -222,6 +326,13 @@ impl<R: Runtime> BoundProxy<R> {
         Arc::clone(&self.shared.stats)
     }
 
+    /// The CA generated for `source_type = "https"` endpoints without
+    /// certificate files, with where its certificate was written; `None`
+    /// when no endpoint needed one.
+    pub fn local_ca(&self) -> Option<&LocalCa> {
+        self.local_ca.as_deref()
+    }
+
     /// The pool of read buffers (to see how many are in use).
     pub fn buffers(&self) -> BufferPool {
         self.shared.buffers.clone()
@@ -237,6 +348,7 @@ impl<R: Runtime> BoundProxy<R> {
             listeners,
             shared,
             shutdown_grace,
+            local_ca: _,
         } = self;
         let accepting = Gauge::new();
         for (listener, endpoint) in listeners {
@@ -295,7 +407,7 @@ async fn accept_loop<R: Runtime>(
                 .stats
                 .refused_connections
                 .fetch_add(1, Ordering::Relaxed);
-            refuse(R::sock_ref(&socket));
+            refuse(R::sock_ref(&socket), endpoint.listener_tls.is_none());
             continue;
         };
         shared
@@ -303,19 +415,26 @@ async fn accept_loop<R: Runtime>(
             .accepted_connections
             .fetch_add(1, Ordering::Relaxed);
         shared.tuning.apply(R::sock_ref(&socket));
+        // Owned by the task and lent to `serve`, so the task holds it once.
+        let Some(mut client) = accept(socket, endpoint) else {
+            continue;
+        };
         let endpoint = Arc::clone(endpoint);
         let shared = Arc::clone(shared);
         R::spawn(async move {
-            race(serve(socket, &endpoint, &shared), shared.force.wait()).await;
+            race(serve(&mut client, &endpoint, &shared), shared.force.wait()).await;
             drop(slot);
         });
     }
 }
 
 /// Answers 503 and closes, never waiting: the send and the drain are
-/// non-blocking and best effort.
-fn refuse(socket: socket2::SockRef<'_>) {
-    let _ = socket.send(LIMIT_RESPONSE);
+/// non-blocking and best effort. A TLS client gets no answer (a plaintext
+/// one would be garbage to it), only the close.
+fn refuse(socket: socket2::SockRef<'_>, plaintext: bool) {
+    if plaintext {
+        let _ = socket.send(&LIMIT_RESPONSE);
+    }
     let _ = socket.shutdown(Shutdown::Write);
     // Read what the client already sent, so closing sends a FIN, not a reset
     // that could destroy the answer before the client reads it.
@@ -340,6 +459,7 @@ fn refuse(socket: socket2::SockRef<'_>) {
 /// per test.
 pub struct TestProxy<R: Runtime> {
     addrs: Vec<SocketAddr>,
+    local_ca: Option<Arc<LocalCa>>,
     stats: Arc<Stats>,
     buffers: BufferPool,
     stop: Arc<Latch>,
@@ -364,6 +484,7 @@ impl<R: Runtime> TestProxy<R> {
             .bind()
             .await?;
         let addrs = bound.local_addrs();
+        let local_ca = bound.local_ca.clone();
         let stats = bound.stats();
         let buffers = bound.buffers();
         let stop = Arc::new(Latch::new());
@@ -377,6 +498,7 @@ impl<R: Runtime> TestProxy<R> {
         });
         Ok(TestProxy {
             addrs,
+            local_ca,
             stats,
             buffers,
             stop,
@@ -393,6 +515,12 @@ impl<R: Runtime> TestProxy<R> {
     /// Every endpoint's bound address, in config order.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The CA generated for `source_type = "https"` endpoints without
+    /// certificate files (see [`BoundProxy::local_ca`]).
+    pub fn local_ca(&self) -> Option<&LocalCa> {
+        self.local_ca.as_deref()
     }
 
     /// The live counters.

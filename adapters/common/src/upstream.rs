@@ -1,12 +1,15 @@
 //! The upstream side, shared by every runtime: the pool of idle keep-alive
-//! connections per endpoint, opening new ones with a timeout, and the limit
-//! on upstream requests in flight.
+//! connections per endpoint, opening new ones (TCP, then TLS on an `https`
+//! target) with a timeout, and the limit on upstream requests in flight.
 
+use crate::buffer_pool::BufferPool;
 use crate::runtime::Runtime;
 use crate::sync::{race, Either};
 use crate::tcp::{literal_addr, resolve, TcpTuning};
+use crate::tls::{check_alpn, describe_error, describe_io_error, UpstreamTls};
+use crate::transport::Transport;
 use async_lock::{Semaphore, SemaphoreGuardArc};
-use ouli_core::proxy::UpstreamFailure;
+use ouli_core::proxy::{UpstreamFailure, UpstreamWire};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,52 +20,83 @@ pub struct UpstreamPool<R: Runtime> {
     port: u16,
     connect_timeout: Duration,
     tuning: TcpTuning,
-    idle: Mutex<Vec<R::Socket>>,
+    tls: Option<UpstreamTls>,
+    idle: Mutex<Vec<Transport<R>>>,
     max_idle: usize,
 }
 
 impl<R: Runtime> UpstreamPool<R> {
-    /// A pool for `host:port` keeping at most `max_idle` idle connections.
+    /// A pool for `host:port` keeping at most `max_idle` idle connections;
+    /// with `tls`, every connection is TLS (`target_type = "https"`).
     pub fn new(
         host: String,
         port: u16,
         connect_timeout: Duration,
         max_idle: usize,
         tuning: TcpTuning,
+        tls: Option<UpstreamTls>,
     ) -> Self {
         UpstreamPool {
             host,
             port,
             connect_timeout,
             tuning,
+            tls,
             idle: Mutex::new(Vec::new()),
             max_idle,
         }
     }
 
-    /// An idle pooled connection that is still open, or a new one.
-    pub async fn open(&self) -> Result<R::Socket, UpstreamFailure> {
-        while let Some(socket) = self.pop_idle() {
-            let mut probe = [0u8; 1];
-            match R::try_read(&socket, &mut probe) {
-                // Nothing to read and not closed: still usable.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(socket),
+    /// An idle pooled connection that is still open, or a new one, to speak
+    /// `wire` on. Only HTTP/1.1 connections are ever pooled (the core never
+    /// releases an HTTP/2 one as reusable), so an HTTP/2 exchange always
+    /// gets a new connection (with ALPN `h2` on TLS). Connecting and the
+    /// TLS handshake together get the connect timeout; a failed handshake
+    /// is [`UpstreamFailure::Connect`] with rustls's reason.
+    pub(crate) async fn open(
+        &self,
+        wire: UpstreamWire,
+        buffers: &BufferPool,
+    ) -> Result<Transport<R>, UpstreamFailure> {
+        if wire == UpstreamWire::Http1 {
+            while let Some(mut idle) = self.pop_idle() {
                 // Closed by the upstream, or unexpected bytes: discard.
-                _ => continue,
+                if idle.still_idle(buffers) {
+                    return Ok(idle);
+                }
             }
         }
         let deadline = Instant::now() + self.connect_timeout;
-        match race(self.connect(), R::sleep_until(deadline)).await {
+        match race(self.open_new(wire, buffers), R::sleep_until(deadline)).await {
             Either::Right(()) => Err(UpstreamFailure::ConnectTimeout),
-            Either::Left(Err(e)) => Err(UpstreamFailure::Connect(format!(
-                "{}:{}: {e}",
-                self.host, self.port
-            ))),
-            Either::Left(Ok(socket)) => {
-                self.tuning.apply(R::sock_ref(&socket));
-                Ok(socket)
-            }
+            Either::Left(result) => result,
         }
+    }
+
+    async fn open_new(
+        &self,
+        wire: UpstreamWire,
+        buffers: &BufferPool,
+    ) -> Result<Transport<R>, UpstreamFailure> {
+        let failed = |why: String| {
+            let why = format!("{}:{}: {why}", self.host, self.port);
+            UpstreamFailure::Connect(why)
+        };
+        let socket = self.connect().await.map_err(|e| failed(e.to_string()))?;
+        self.tuning.apply(R::sock_ref(&socket));
+        let Some(tls) = &self.tls else {
+            return Ok(Transport::plain(socket));
+        };
+        let session = tls
+            .start(wire)
+            .map_err(|e| failed(format!("TLS setup failed: {}", describe_error(&e))))?;
+        let mut transport = Transport::tls(socket, session);
+        if let Err(e) = transport.handshake(buffers).await {
+            let why = format!("TLS handshake failed: {}", describe_io_error(&e));
+            return Err(failed(why));
+        }
+        check_alpn(wire, transport.alpn_protocol()).map_err(failed)?;
+        Ok(transport)
     }
 
     async fn connect(&self) -> io::Result<R::Socket> {
@@ -85,10 +119,10 @@ impl<R: Runtime> UpstreamPool<R> {
 
     /// Takes back a connection whose exchange ended cleanly; it is closed
     /// instead when the pool is full.
-    pub fn release(&self, socket: R::Socket) {
+    pub(crate) fn release(&self, connection: Transport<R>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
-            idle.push(socket);
+            idle.push(connection);
         }
     }
 
@@ -97,7 +131,7 @@ impl<R: Runtime> UpstreamPool<R> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    fn pop_idle(&self) -> Option<R::Socket> {
+    fn pop_idle(&self) -> Option<Transport<R>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 }
