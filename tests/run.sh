@@ -38,3 +38,11 @@ done
 export OULI_REQUIRE_H2_TOOLS="${required# }"
 
 cargo test --workspace
+
+# A short fuzz pass on CI (fuzz/run.sh: every target for OULI_FUZZ_SECONDS,
+# 15 by default, failing on any crash); elsewhere only with OULI_FUZZ=1. It
+# builds the instrumented targets itself (about 5.5 minutes in all from a
+# fresh clone) and installs cargo-fuzz first if missing (about 2 more).
+if [ -n "${CI:-}" ] || [ -n "${OULI_FUZZ:-}" ]; then
+    fuzz/run.sh "${OULI_FUZZ_SECONDS:-15}"
+fi

@@ -395,6 +395,29 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+impl Fingerprint {
+    /// Parses the form [`Display`](fmt::Display) writes (64 lower-case hex
+    /// digits, as stored in recordings); `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Fingerprint> {
+        fn digit(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            }
+        }
+        let text = text.as_bytes();
+        if text.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = digit(*pair.first()?)? << 4 | digit(*pair.get(1)?)?;
+        }
+        Some(Fingerprint(out))
+    }
+}
+
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Fingerprint({self})")
@@ -597,14 +620,16 @@ pub struct ReplayIndex {
 
 struct TestRecordings {
     interactions: Vec<Arc<Interaction>>,
-    by_fingerprint: HashMap<String, Vec<usize>>,
+    /// Positions by fingerprint, keyed by the digest itself so a lookup
+    /// neither formats nor hashes the 64-character hex text.
+    by_fingerprint: HashMap<Fingerprint, Vec<usize>>,
     usage: Mutex<Usage>,
 }
 
 #[derive(Default)]
 struct Usage {
     /// How many times each fingerprint has been answered.
-    served: HashMap<String, usize>,
+    served: HashMap<Fingerprint, usize>,
     /// Which interactions answered at least once.
     used: Vec<bool>,
     hits: usize,
@@ -710,12 +735,13 @@ impl ReplayIndex {
     pub fn new(recordings: impl IntoIterator<Item = Recording>) -> Self {
         let mut tests = HashMap::new();
         for rec in recordings {
-            let mut by_fingerprint: HashMap<String, Vec<usize>> = HashMap::new();
+            let mut by_fingerprint: HashMap<Fingerprint, Vec<usize>> = HashMap::new();
             for (i, it) in rec.interactions.iter().enumerate() {
-                by_fingerprint
-                    .entry(it.fingerprint.clone())
-                    .or_default()
-                    .push(i);
+                // A stored fingerprint that is not the lower-case hex a live
+                // request's digest prints as can never match: left out.
+                if let Some(fp) = Fingerprint::from_hex(&it.fingerprint) {
+                    by_fingerprint.entry(fp).or_default().push(i);
+                }
             }
             let n = rec.interactions.len();
             tests.insert(
@@ -756,7 +782,6 @@ impl ReplayIndex {
         request: &RecordedRequest,
         fingerprint: Fingerprint,
     ) -> Lookup {
-        let request_line = request_line_of(request);
         let Some(test) = self.tests.get(test_name) else {
             *self
                 .unknown_misses
@@ -770,7 +795,7 @@ impl ReplayIndex {
             return Lookup::Miss(MissReport {
                 test_name: test_name.to_owned(),
                 fingerprint,
-                request_line,
+                request_line: request_line_of(request),
                 reason: format!(
                     "no recording for test {test_name:?} (recorded tests: {})",
                     if known.is_empty() {
@@ -783,16 +808,15 @@ impl ReplayIndex {
             });
         };
         let on_repeat = policy.for_target(&request.target).on_repeat;
-        let key = fingerprint.to_string();
         let mut usage = test.usage.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(positions) = test.by_fingerprint.get(&key) {
-            let served = usage.served.get(&key).copied().unwrap_or(0);
+        if let Some(positions) = test.by_fingerprint.get(&fingerprint) {
+            let served = usage.served.get(&fingerprint).copied().unwrap_or(0);
             let picked = on_repeat
                 .pick(served, positions.len())
                 .and_then(|i| positions.get(i).copied())
                 .and_then(|pos| Some((pos, test.interactions.get(pos)?)));
             if let Some((pos, interaction)) = picked {
-                usage.served.insert(key, served.saturating_add(1));
+                usage.served.insert(fingerprint, served.saturating_add(1));
                 if let Some(u) = usage.used.get_mut(pos) {
                     *u = true;
                 }
@@ -803,7 +827,7 @@ impl ReplayIndex {
             return Lookup::Miss(MissReport {
                 test_name: test_name.to_owned(),
                 fingerprint,
-                request_line,
+                request_line: request_line_of(request),
                 reason: format!(
                     "this request was recorded {} time(s) in this test and all were already \
                      replayed (on_repeat = \"{}\")",
@@ -838,7 +862,7 @@ impl ReplayIndex {
         Lookup::Miss(MissReport {
             test_name: test_name.to_owned(),
             fingerprint,
-            request_line,
+            request_line: request_line_of(request),
             reason: format!(
                 "no recorded request in this test has fingerprint {fingerprint} ({} recorded)",
                 test.interactions.len()
@@ -1705,5 +1729,21 @@ mod tests {
             forwardable_request_headers(&head),
             [Header::new("Accept", "c")]
         );
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_hex_tests {
+    use super::Fingerprint;
+
+    #[test]
+    fn from_hex_reads_what_display_writes_and_nothing_else() {
+        let fp = Fingerprint(std::array::from_fn(|i| (i as u8).wrapping_mul(37)));
+        let text = fp.to_string();
+        assert_eq!(Fingerprint::from_hex(&text), Some(fp));
+        assert_eq!(Fingerprint::from_hex(&text.to_uppercase()), None);
+        assert_eq!(Fingerprint::from_hex(&text[..62]), None);
+        assert_eq!(Fingerprint::from_hex(&format!("{text}00")), None);
+        assert_eq!(Fingerprint::from_hex(&text.replacen('0', "g", 1)), None);
     }
 }

@@ -20,10 +20,18 @@ use std::sync::{Arc, Mutex};
 /// from a blocking context.
 pub struct Recorder {
     dir: RecordingDir,
-    tests: Mutex<HashMap<String, Arc<Mutex<Recording>>>>,
+    tests: Mutex<HashMap<String, Arc<TestFile>>>,
     /// Auto mode: the recordings new interactions are appended to, taken
     /// out on a test's first store.
     existing: Mutex<HashMap<String, Recording>>,
+}
+
+/// One test's recording and how much of it is on disk.
+struct TestFile {
+    recording: Mutex<Recording>,
+    /// Held while the file is written: how many interactions the file on
+    /// disk holds (interactions are only ever appended).
+    written: Mutex<usize>,
 }
 
 impl Recorder {
@@ -48,10 +56,17 @@ impl Recorder {
         }
     }
 
-    /// Appends `interaction` to `test_name`'s recording and writes the file.
-    /// Interactions of one test are written in the order this is called.
+    /// Appends `interaction` to `test_name`'s recording and writes the file;
+    /// returns once a file holding it is on disk. Interactions of one test
+    /// are written in the order this is called.
+    ///
+    /// One test's writes are serialized; different tests write in parallel.
+    /// Stores that arrive while a write is under way are written together
+    /// by the next write (group commit), so concurrent connections recording
+    /// into one test share a rewrite and its fsyncs instead of queueing one
+    /// each.
     pub fn store(&self, test_name: &str, interaction: Interaction) -> io::Result<PathBuf> {
-        let recording = {
+        let file = {
             let mut tests = self.tests.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(tests.entry(test_name.to_owned()).or_insert_with(|| {
                 let existing = self
@@ -59,15 +74,26 @@ impl Recorder {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(test_name);
-                Arc::new(Mutex::new(
-                    existing.unwrap_or_else(|| Recording::new(test_name)),
-                ))
+                Arc::new(TestFile {
+                    recording: Mutex::new(existing.unwrap_or_else(|| Recording::new(test_name))),
+                    written: Mutex::new(0),
+                })
             }))
         };
-        // One test's writes are serialized; different tests write in parallel.
-        let mut recording = recording.lock().unwrap_or_else(|e| e.into_inner());
-        recording.interactions.push(interaction);
-        self.dir.write_atomic(&recording)
+        let mine = {
+            let mut recording = file.recording.lock().unwrap_or_else(|e| e.into_inner());
+            recording.interactions.push(interaction);
+            recording.interactions.len()
+        };
+        let mut written = file.written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written >= mine {
+            // Written, with ours in it, while this store waited.
+            return Ok(self.dir.file_for(test_name));
+        }
+        let recording = file.recording.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.dir.write_atomic(&recording)?;
+        *written = recording.interactions.len();
+        Ok(path)
     }
 
     /// Number of tests recorded in this run.

@@ -91,31 +91,23 @@ impl HeadScanner {
             let line_end = lf.saturating_add(1);
             self.pos = line_end;
             let line = buf.get(self.line_start..lf).unwrap_or_default();
+            // What an incomplete line is checked for comes first, so that
+            // the error does not depend on how the input was split.
+            if let Some(e) = self.early_error(buf, lf, limits) {
+                return Err(e);
+            }
             let Some(content) = line.strip_suffix(b"\r") else {
                 return Err(self.bare_lf_error(line));
             };
             if !self.start_line_done {
-                if self.role == Role::Request && line_end > limits.max_request_line_bytes {
-                    return Err(H1Error::RequestLineTooLong {
-                        limit: limits.max_request_line_bytes,
-                    });
-                }
                 if content.is_empty() {
                     return Err(H1Error::MalformedStartLine(self.role.start_line_name()));
                 }
                 validate_start_line(self.role, line_end, buf)?;
                 self.start_line_done = true;
             } else if content.is_empty() {
-                if line_end > limits.max_header_section_bytes {
-                    return Err(H1Error::HeaderSectionTooLarge {
-                        limit: limits.max_header_section_bytes,
-                    });
-                }
                 return Ok(Some(line_end));
             } else {
-                if matches!(content.first(), Some(b' ' | b'\t')) {
-                    return Err(H1Error::ObsFold);
-                }
                 self.fields = self.fields.saturating_add(1);
                 if self.fields > limits.max_header_count {
                     return Err(H1Error::TooManyHeaders {
@@ -123,32 +115,57 @@ impl HeadScanner {
                     });
                 }
             }
-            if line_end > limits.max_header_section_bytes {
-                return Err(H1Error::HeaderSectionTooLarge {
-                    limit: limits.max_header_section_bytes,
-                });
-            }
             self.line_start = line_end;
         }
-        // Incomplete: refuse to buffer more than the limits allow. A section
-        // already this long cannot end within the limit.
-        if !self.start_line_done
-            && self.role == Role::Request
-            && buf.len() >= limits.max_request_line_bytes
-        {
-            return Err(H1Error::RequestLineTooLong {
-                limit: limits.max_request_line_bytes,
-            });
+        // Incomplete: refuse to buffer more than the limits allow (a
+        // section already this long cannot end within them), and refuse a
+        // folded line as soon as it starts.
+        match self.early_error(buf, buf.len(), limits) {
+            Some(e) => Err(e),
+            None => Ok(None),
         }
-        if buf.len() >= limits.max_header_section_bytes {
-            return Err(H1Error::HeaderSectionTooLarge {
-                limit: limits.max_header_section_bytes,
-            });
-        }
-        if self.start_line_done && matches!(buf.get(self.line_start), Some(b' ' | b'\t')) {
-            return Err(H1Error::ObsFold);
-        }
-        Ok(None)
+    }
+
+    /// The error the current line (from `line_start`) shows within the
+    /// first `upto` bytes of `buf` without its end being needed: the start
+    /// line reaching the request-line limit, the section reaching its
+    /// limit, or a field line starting with whitespace (obs-fold). `upto`
+    /// is the buffer length for an incomplete line, the LF's offset for a
+    /// complete one.
+    ///
+    /// When several apply, the one a byte-by-byte feed would meet first
+    /// wins (ties in that order), so that the error is the same however
+    /// the input was split.
+    fn early_error(&self, buf: &[u8], upto: usize, limits: &H1Limits) -> Option<H1Error> {
+        let start = self.line_start;
+        let line_limit = (!self.start_line_done && self.role == Role::Request)
+            .then_some(limits.max_request_line_bytes.max(start));
+        let section_limit = limits.max_header_section_bytes.max(start);
+        let fold = (self.start_line_done && matches!(buf.get(start), Some(b' ' | b'\t')))
+            .then_some(start.saturating_add(1));
+        let candidates = [
+            line_limit.map(|at| {
+                (
+                    at,
+                    H1Error::RequestLineTooLong {
+                        limit: limits.max_request_line_bytes,
+                    },
+                )
+            }),
+            Some((
+                section_limit,
+                H1Error::HeaderSectionTooLarge {
+                    limit: limits.max_header_section_bytes,
+                },
+            )),
+            fold.map(|at| (at, H1Error::ObsFold)),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .filter(|(at, _)| *at <= upto)
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, e)| e)
     }
 
     /// The error for a line ended by LF alone (we require CRLF).

@@ -1897,3 +1897,88 @@ proptest! {
         let _ = response(&res, false);
     }
 }
+
+// ------------------------------------------- errors independent of splits
+
+/// The first error each decoder reports for `input`, fed `piece` bytes at
+/// a time: (request, response, chunked).
+fn first_errors(limits: H1Limits, input: &[u8], piece: usize) -> [Option<H1Error>; 3] {
+    let mut req = RequestDecoder::new(limits);
+    let mut res = ResponseDecoder::new(limits);
+    let mut chunked = ChunkedDecoder::new(limits);
+    let (mut rb, mut sb, mut cb) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
+    let mut errs = [None, None, None];
+    for part in input.chunks(piece) {
+        rb.extend_from_slice(part);
+        sb.extend_from_slice(part);
+        cb.extend_from_slice(part);
+        errs[0] = errs[0].take().or(drain_req(&mut req, &mut rb).err());
+        errs[1] = errs[1].take().or(drain_res(&mut res, &mut sb, false).err());
+        errs[2] = errs[2].take().or_else(|| loop {
+            match chunked.decode(&mut cb) {
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        });
+    }
+    errs
+}
+
+/// Found by fuzzing (fuzz/corpus/{h1_request,h1_response,chunked}/crash-*):
+/// a line that breaks a limit or starts with whitespace (obs-fold) and also
+/// ends with a bare LF got the limit or obs-fold error when it arrived in
+/// pieces, but the bare-LF error when it arrived whole.
+#[test]
+fn errors_do_not_depend_on_how_input_is_split() {
+    let tight = limits(48, 160, 6);
+    let cases: [(H1Limits, &[u8]); 5] = [
+        // Request line past the limit, ended by a bare LF: 414 either way.
+        (
+            tight,
+            b"GET /v1/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\n",
+        ),
+        // A folded header line ended by a bare LF.
+        (
+            H1Limits::default(),
+            b"HTTP/1.1 200 OK\r\nA: b\r\n O\rTr\n\r\n",
+        ),
+        // The same in a trailer section.
+        (H1Limits::default(), b"0\r\n a\n\r\n"),
+        // A field line past the section limit, ended by a bare LF.
+        (
+            limits(8192, 40, 6),
+            b"HTTP/1.1 200 OK\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+        ),
+        // A folded line that also runs past the section limit: the fold
+        // shows first.
+        (
+            limits(8192, 40, 6),
+            b"0\r\nA: b\r\n folded, and longer than the limit of forty bytes\r\n\r\n",
+        ),
+    ];
+    for (limits, input) in cases {
+        let whole = first_errors(limits, input, input.len());
+        for piece in [1, 2, 3, 7] {
+            assert_eq!(
+                first_errors(limits, input, piece),
+                whole,
+                "{:?} in pieces of {piece}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+    assert_eq!(
+        req_err_with(tight, cases[0].1),
+        H1Error::RequestLineTooLong { limit: 48 }
+    );
+    assert_eq!(
+        response_with(H1Limits::default(), cases[1].1, false),
+        Err(H1Error::ObsFold)
+    );
+    assert_eq!(chunk_err(cases[2].1), H1Error::ObsFold);
+    assert_eq!(
+        chunks_with(limits(8192, 40, 6), cases[4].1),
+        Err(H1Error::ObsFold)
+    );
+}
