@@ -86,7 +86,8 @@ pub fn ws_echo_server(addr: &str) {
                 while let Some(Ok(msg)) = ws.next().await {
                     match msg {
                         Message::Text(_) | Message::Binary(_) => {
-                            if ws.send(msg).await.is_err() {
+                            let echoed = ws.send(msg).await;
+                            if echoed.is_err() {
                                 return;
                             }
                         }
