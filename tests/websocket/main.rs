@@ -281,7 +281,7 @@ async fn mismatching_and_hostile_client_frames_are_closed_with_their_codes() {
         .unwrap();
     // One recorded conversation per connection below: identical requests
     // replay in order, so each later connection needs its own recording.
-    for test in ["short", "raw0", "raw1", "raw2", "raw3"] {
+    for test in ["short", "raw0", "raw1", "raw2", "raw3", "raw4", "raw5"] {
         let mut ws = connect(recorder.addr(), "/echo", test).await;
         ws.send(Message::text("expected")).await.unwrap();
         next(&mut ws).await;
@@ -314,7 +314,7 @@ async fn mismatching_and_hostile_client_frames_are_closed_with_their_codes() {
     }
 
     // Raw frames a library client would refuse to send.
-    let cases: [(&[u8], u16, &str); 4] = [
+    let cases: [(&[u8], u16, &str); 6] = [
         (b"\x81\x02hi", 1002, "unmasked client frame"),
         (
             b"\xc1\x82\x00\x00\x00\x00hi",
@@ -331,6 +331,12 @@ async fn mismatching_and_hostile_client_frames_are_closed_with_their_codes() {
             1007,
             "invalid UTF-8 text",
         ),
+        (
+            b"\x09\x81\x00\x00\x00\x00p",
+            1002,
+            "fragmented control frame",
+        ),
+        (b"\x83\x81\x00\x00\x00\x00x", 1002, "reserved opcode 0x3"),
     ];
     for (n, (frame, code, what)) in cases.into_iter().enumerate() {
         let mut raw = TcpStream::connect(replayer.addr()).await.unwrap();
@@ -360,5 +366,40 @@ async fn mismatching_and_hostile_client_frames_are_closed_with_their_codes() {
         assert_eq!(&rest[2..4], &code.to_be_bytes(), "{what}");
     }
     replayer.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_configured_limit_is_closed_with_1009_while_recording() {
+    let dir = temp_dir();
+    let (upstream, upstream_task) = start_upstream().await;
+    let config = Config::from_toml_str(
+        &format!(
+            "ws_max_frame_bytes = 1024\n[[endpoints]]\nsource_port = 0\ntarget_host = \"127.0.0.1\"\ntarget_port = {}\n",
+            upstream.port()
+        ),
+        "limit.toml",
+    )
+    .unwrap();
+    let recorder = ouli_tokio::TestProxy::start(config, Mode::Record, &dir)
+        .await
+        .unwrap();
+    let mut ws = connect(recorder.addr(), "/echo", "limit").await;
+    ws.send(Message::binary(vec![7u8; 1024])).await.unwrap();
+    assert!(
+        matches!(next(&mut ws).await, Message::Binary(b) if b.len() == 1024),
+        "at the limit passes"
+    );
+    ws.send(Message::binary(vec![7u8; 1025])).await.unwrap();
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009, "{}", frame.reason),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+    let summary = recorder.stop().await;
+    assert_eq!(
+        summary.stats.recorded, 1,
+        "what came before is kept: {summary}"
+    );
+    upstream_task.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
