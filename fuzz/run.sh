@@ -56,23 +56,23 @@ fi
 
 echo "run.sh: building ${#targets[@]} targets ($mode)" >&2
 build_start=$SECONDS
-if ! "${fuzz[@]}" build "${build_flags[@]}" >work-build.log 2>&1; then
+mkdir -p work/logs
+build_log=work/logs/build.log
+if ! "${fuzz[@]}" build "${build_flags[@]}" >"$build_log" 2>&1; then
     if [[ -z ${RUSTC_BOOTSTRAP:-} && ${#build_flags[@]} -gt 0 ]]; then
         # A stable build that wants a nightly flag after all.
         export RUSTC_BOOTSTRAP=1
-        "${fuzz[@]}" build "${build_flags[@]}" >work-build.log 2>&1 || {
-            tail -n 40 work-build.log >&2
+        "${fuzz[@]}" build "${build_flags[@]}" >"$build_log" 2>&1 || {
+            tail -n 40 "$build_log" >&2
             exit 1
         }
     else
-        tail -n 40 work-build.log >&2
+        tail -n 40 "$build_log" >&2
         exit 1
     fi
 fi
-rm -f work-build.log
 echo "run.sh: built in $((SECONDS - build_start)) s; fuzzing ${seconds} s per target" >&2
 
-mkdir -p work/logs
 failed=()
 summary=()
 for t in "${targets[@]}"; do

@@ -499,7 +499,11 @@ impl Connection {
             self.after_h2(now);
             return;
         }
-        if !matches!(self.phase, Phase::Record(_)) {
+        // Only a connection still being made can fail to be made: a late or
+        // repeated report (an adapter's connect timeout racing its success)
+        // must not put an error answer in the middle of the real one.
+        if !matches!(&self.phase, Phase::Record(ex) if matches!(ex.upstream, UpstreamLeg::Connecting(_)))
+        {
             return;
         }
         let (status, reason) = failure_status(&failure);

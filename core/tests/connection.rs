@@ -245,6 +245,29 @@ fn upstream_failures_become_502_and_504() {
     assert_eq!(c.released, vec![false]);
 }
 
+/// Found by fuzzing (fuzz/corpus/connection_record/crash-late-upstream-failed):
+/// a failure reported after the upstream connection was made (an adapter's
+/// connect timeout racing its success) put a 503 answer in the middle of
+/// the body the client was already getting. It is ignored now.
+#[test]
+fn late_upstream_failure_is_ignored() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(settings(Mode::Record), None, t0);
+    let mut c = Collected::default();
+    conn.handle_client_bytes(t0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn.upstream_connected(t0);
+    conn.handle_upstream_bytes(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab");
+    conn.upstream_failed(t0, UpstreamFailure::Overloaded("pool full".into()));
+    conn.handle_upstream_bytes(t0, b"cd");
+    drain(&mut conn, &mut c);
+    assert_eq!(
+        String::from_utf8_lossy(&c.to_client),
+        "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd"
+    );
+    assert_eq!(c.stored.len(), 1, "the exchange is recorded as usual");
+    assert!(!c.closed);
+}
+
 #[test]
 fn slow_header_gets_408_and_idle_connection_closes_quietly() {
     let t0 = Instant::now();

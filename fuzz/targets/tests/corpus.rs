@@ -2,8 +2,9 @@
 //! how a plain `cargo test --workspace` exercises the fuzz targets.
 //!
 //! `fuzz/corpus/<target>/` holds the generated seeds (`seed-*`, see
-//! `ouli_fuzz_targets::seeds`) and minimized inputs of crashes that were
-//! found and fixed (`crash-*`), which stay as regression tests.
+//! `ouli_fuzz_targets::seeds`) and the inputs of every crash fuzzing found
+//! (`crash-*`), fixed in the core or in the harness, which stay as
+//! regression tests.
 
 use std::fs;
 use std::path::{Path, PathBuf};
