@@ -101,3 +101,82 @@ impl Recorder {
         self.tests.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ouli_core::store::{Framing, RecordedRequest, RecordedResponse};
+
+    fn interaction(target: String) -> Interaction {
+        Interaction {
+            fingerprint: "00".into(),
+            request: RecordedRequest {
+                method: Bytes::from_static(b"GET"),
+                target: Bytes::from(target),
+                headers: vec![],
+                body: Bytes::new(),
+            },
+            response: RecordedResponse {
+                status: 200,
+                reason: Bytes::from_static(b"OK"),
+                headers: vec![],
+                framing: Framing::Length,
+                chunks: vec![Bytes::from_static(b"ok")],
+                trailers: vec![],
+            },
+            websocket: None,
+        }
+    }
+
+    /// Concurrent stores into one test (written together when they meet):
+    /// when a store returns, the file on disk holds its interaction, and in
+    /// the end it holds every interaction, each thread's in call order.
+    #[test]
+    fn concurrent_stores_are_on_disk_when_they_return() {
+        let dir = std::env::temp_dir().join(format!("ouli-recorder-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let recorder = Arc::new(Recorder::new(RecordingDir::new(&dir)));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let recorder = Arc::clone(&recorder);
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        let target = format!("/t{t}/{i}");
+                        let path = recorder
+                            .store("shared", interaction(target.clone()))
+                            .expect("store");
+                        let text = std::fs::read_to_string(&path).expect("read");
+                        let on_disk = Recording::from_json(&text).expect("parse");
+                        assert!(
+                            on_disk
+                                .interactions
+                                .iter()
+                                .any(|x| x.request.target == target),
+                            "{target} not on disk when its store returned"
+                        );
+                        assert_eq!(path, RecordingDir::new(&dir).file_for("shared"));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let text = std::fs::read_to_string(RecordingDir::new(&dir).file_for("shared")).unwrap();
+        let all = Recording::from_json(&text).unwrap();
+        assert_eq!(all.interactions.len(), 80);
+        for t in 0..8 {
+            let mine: Vec<String> = all
+                .interactions
+                .iter()
+                .map(|x| String::from_utf8_lossy(&x.request.target).into_owned())
+                .filter(|s| s.starts_with(&format!("/t{t}/")))
+                .collect();
+            let expected: Vec<String> = (0..10).map(|i| format!("/t{t}/{i}")).collect();
+            assert_eq!(mine, expected);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
