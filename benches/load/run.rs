@@ -977,8 +977,10 @@ pub fn run(args: RunArgs) {
                         &b.me.display().to_string(),
                         &[
                             "setup".into(),
-                            format!("--addr {}", served.addr),
-                            format!("--n {setup_n}"),
+                            "--addr".into(),
+                            served.addr.to_string(),
+                            "--n".into(),
+                            setup_n.to_string(),
                         ],
                     );
                     let setup = probes::setup_times(served.addr, gen::SINGLE_PATH, setup_n);
@@ -998,10 +1000,11 @@ pub fn run(args: RunArgs) {
                         &b.me.display().to_string(),
                         &[
                             "ws-client".into(),
-                            format!("--addr {}", served.addr),
-                            format!(
-                                "--conns {WS_CONNS} --messages {WS_MESSAGES} --seconds {seconds}"
-                            ),
+                            "--addr".into(),
+                            served.addr.to_string(),
+                            format!("--conns={WS_CONNS}"),
+                            format!("--messages={WS_MESSAGES}"),
+                            format!("--seconds={seconds}"),
                         ],
                     );
                     let r = probes::ws_run(
@@ -1350,7 +1353,7 @@ fn machine_info() -> String {
         Command::new("sh")
             .args(["-c", cmd])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
             .unwrap_or_default()
     };
     format!(

@@ -273,8 +273,19 @@ impl FrameDecoder {
 
 /// XORs `data` with the 4-byte `mask` (RFC 6455 §5.3); applying it twice restores the data.
 pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
-    for (i, b) in data.iter_mut().enumerate() {
-        *b ^= mask[i & 3];
+    // Eight bytes at a time (each chunk starts at a multiple of 4, so the
+    // mask lines up), then the tail byte by byte: several times faster than
+    // a byte loop on large payloads.
+    let [a, b, c, d] = mask;
+    let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        if let Ok(bytes) = <[u8; 8]>::try_from(&*chunk) {
+            chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ wide).to_ne_bytes());
+        }
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
     }
 }
 
@@ -503,6 +514,22 @@ pub fn describe(kind: MessageKind, bytes: &[u8], max_chars: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn apply_mask_matches_the_byte_loop_at_every_length() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut fast = data.clone();
+            super::apply_mask(&mut fast, mask);
+            let slow: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(fast, slow, "length {len}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 
