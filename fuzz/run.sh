@@ -4,6 +4,9 @@
 #
 #   fuzz/run.sh SECONDS [TARGET...]
 #
+# OULI_FUZZ_RUNS=N also stops each target after N executions, whichever of
+# the two comes first (the long runs: `OULI_FUZZ_RUNS=10000000 fuzz/run.sh 1800`).
+#
 # * With a nightly toolchain: the default cargo-fuzz build (AddressSanitizer).
 # * Without one (or with OULI_FUZZ_STABLE=1): stable, `cargo fuzz -s none`
 #   (no sanitizer; safe Rust needs none), with RUSTC_BOOTSTRAP=1 if this
@@ -80,9 +83,15 @@ for t in "${targets[@]}"; do
     log="work/logs/$t.log"
     status=0
     # The first corpus directory receives new inputs; corpus/<t> is only read.
+    runs=()
+    if [[ -n ${OULI_FUZZ_RUNS:-} ]]; then
+        runs=(-runs="$OULI_FUZZ_RUNS")
+    fi
+    started=$SECONDS
     "${fuzz[@]}" run "${build_flags[@]}" "$t" "work/$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" "${runs[@]}" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1 || status=$?
+    elapsed=$((SECONDS - started))
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE ' "$log" | tail -n 1 || true)
     execs=$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{print $2}' | tail -n 1 || true)
     if [[ -z $done_line ]]; then
@@ -94,7 +103,7 @@ for t in "${targets[@]}"; do
         echo "---- $t failed; the end of $log:" >&2
         tail -n 30 "$log" >&2
     else
-        summary+=("$(printf '%-18s execs %-10s %s' "$t" "${execs:-?}" "$done_line")")
+        summary+=("$(printf '%-18s execs %-10s %5s s  %s' "$t" "${execs:-?}" "$elapsed" "$done_line")")
     fi
     echo "${summary[-1]}"
 done
