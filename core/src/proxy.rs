@@ -20,10 +20,12 @@
 //! WebSocket session for the rest of its life (see [`crate::ws`]).
 
 mod h2;
+mod h2_upstream;
 mod websocket;
 
 pub use self::h2::UpstreamProtocol;
 use self::h2::{Ctx as H2Ctx, H2Session};
+use self::h2_upstream::H2Upstream;
 pub use websocket::ReplayTiming;
 use websocket::{RecordSession, ReplaySession, Step};
 
@@ -198,7 +200,7 @@ pub enum ProxyEvent {
 }
 
 /// The protocol spoken on an upstream connection; see
-/// [`Connection::upstream_wire`].
+/// [`Connection::upstream_offer`] and [`Connection::upstream_connected_as`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UpstreamWire {
     /// HTTP/1.1 (ALPN `http/1.1`).
@@ -261,9 +263,11 @@ impl Request {
 }
 
 enum UpstreamLeg {
-    /// Asked the adapter to connect; these bytes wait for the connection.
-    Connecting(Vec<Bytes>),
-    Connected,
+    /// Asked the adapter to connect; the request waits for the connection.
+    Connecting,
+    /// Sent over a connection speaking this protocol (HTTP/2: the
+    /// connection's `h2_upstream` leg).
+    Connected(UpstreamWire),
 }
 
 enum ResponseProgress {
@@ -322,6 +326,9 @@ pub struct Connection {
     masks: MaskSource,
     /// No request has been read yet: the bytes may be an HTTP/2 preface.
     first_request: bool,
+    /// Record and auto modes, an HTTP/1.1 client whose upstream speaks
+    /// HTTP/2: that connection, kept for the client connection's life.
+    h2_upstream: Option<Box<H2Upstream>>,
 }
 
 impl Connection {
@@ -347,6 +354,7 @@ impl Connection {
             shutting_down: false,
             masks: MaskSource::new(0),
             first_request: true,
+            h2_upstream: None,
         }
     }
 
@@ -391,6 +399,19 @@ impl Connection {
             self.process(now);
             return;
         }
+        if let Some(leg) = &mut self.h2_upstream {
+            // HTTP/2 upstream of an HTTP/1.1 client: its frames (answers,
+            // PING, SETTINGS, GOAWAY) arrive between exchanges too.
+            leg.handle_bytes(now, data);
+            if matches!(self.phase, Phase::Record(_)) {
+                self.arm(
+                    now + self.settings.upstream_response_timeout,
+                    Timer::Upstream,
+                );
+            }
+            self.process(now);
+            return;
+        }
         if !matches!(self.phase, Phase::Record(_)) {
             return;
         }
@@ -421,17 +442,24 @@ impl Connection {
             }
             return;
         }
+        if let Some(leg) = &mut self.h2_upstream {
+            // The exchange in flight (if any) fails through the leg's events.
+            leg.handle_eof(now);
+            self.process(now);
+            self.drop_h2_upstream();
+            return;
+        }
         let Phase::Record(ex) = &mut self.phase else {
             return;
         };
-        if !matches!(ex.upstream, UpstreamLeg::Connected) {
+        if !matches!(ex.upstream, UpstreamLeg::Connected(UpstreamWire::Http1)) {
             return;
         }
         // Let the decoder see what is buffered first, then the close.
         self.process(now);
         match &self.phase {
             // The same exchange is still waiting on this connection.
-            Phase::Record(ex) if matches!(ex.upstream, UpstreamLeg::Connected) => {}
+            Phase::Record(ex) if matches!(ex.upstream, UpstreamLeg::Connected(_)) => {}
             _ => return,
         }
         loop {
@@ -459,25 +487,64 @@ impl Connection {
         self.process(now);
     }
 
-    /// The connection asked for with [`Output::OpenUpstream`] is ready.
+    /// The connection asked for with [`Output::OpenUpstream`] is ready and
+    /// speaks the first protocol of [`Connection::upstream_offer`] (the only
+    /// one, unless the adapter negotiates: then call
+    /// [`Connection::upstream_connected_as`]).
     pub fn upstream_connected(&mut self, now: Instant) {
+        let wire = self.upstream_offer()[0];
+        self.upstream_connected_as(now, wire);
+    }
+
+    /// The connection asked for with [`Output::OpenUpstream`] is ready and
+    /// speaks `wire`: one of [`Connection::upstream_offer`], as the upstream
+    /// picked it by TLS ALPN.
+    pub fn upstream_connected_as(&mut self, now: Instant, wire: UpstreamWire) {
+        if !self.upstream_offer().contains(&wire) {
+            let reason = format!(
+                "the adapter connected to the upstream over {wire:?}, which was not offered"
+            );
+            self.upstream_failed(now, UpstreamFailure::Connect(reason));
+            return;
+        }
         if let Phase::H2(session) = &mut self.phase {
             let ctx = H2Ctx {
                 settings: &self.settings,
                 index: self.index.as_deref(),
             };
-            session.upstream_connected(now, &ctx, &mut self.out);
+            session.upstream_connected(now, wire, &ctx, &mut self.out);
             self.after_h2(now);
             return;
         }
         let Phase::Record(ex) = &mut self.phase else {
             return;
         };
-        if let UpstreamLeg::Connecting(queued) =
-            std::mem::replace(&mut ex.upstream, UpstreamLeg::Connected)
-        {
-            for bytes in queued {
+        if !matches!(ex.upstream, UpstreamLeg::Connecting) {
+            return;
+        }
+        ex.upstream = UpstreamLeg::Connected(wire);
+        match wire {
+            UpstreamWire::Http1 => {
+                let bytes = encode_upstream_request(&ex.request);
                 self.out.push_back(Output::ToUpstream(bytes));
+            }
+            UpstreamWire::H2 => {
+                let mut leg = Box::new(H2Upstream::new(now));
+                let sent = leg.send_request(
+                    &ex.request.method,
+                    &ex.request.target,
+                    &ex.request.headers,
+                    ex.request.body.clone().freeze(),
+                    &self.settings.upstream_authority,
+                    self.settings.upstream_tls,
+                );
+                self.h2_upstream = Some(leg);
+                if let Err(reason) = sent {
+                    self.upstream_broke(reason);
+                    self.process(now);
+                    return;
+                }
+                self.transmit_h2_upstream();
             }
         }
         self.upstream_in.clear();
@@ -502,7 +569,7 @@ impl Connection {
         // Only a connection still being made can fail to be made: a late or
         // repeated report (an adapter's connect timeout racing its success)
         // must not put an error answer in the middle of the real one.
-        if !matches!(&self.phase, Phase::Record(ex) if matches!(ex.upstream, UpstreamLeg::Connecting(_)))
+        if !matches!(&self.phase, Phase::Record(ex) if matches!(ex.upstream, UpstreamLeg::Connecting))
         {
             return;
         }
@@ -531,6 +598,10 @@ impl Connection {
             self.after_h2(now);
             return;
         }
+        if let Some(leg) = &mut self.h2_upstream {
+            leg.handle_timeout(now);
+            self.process(now);
+        }
         let Some((at, timer)) = self.deadline else {
             return;
         };
@@ -543,8 +614,7 @@ impl Connection {
             Timer::ClientRead => {
                 let reason = "the request did not arrive within the read timeout";
                 if let Phase::Record(_) = self.phase {
-                    self.out
-                        .push_back(Output::ReleaseUpstream { reusable: false });
+                    self.release_upstream_broken();
                 }
                 self.phase = Phase::Idle;
                 self.send_error(408, reason, true);
@@ -583,12 +653,13 @@ impl Connection {
     /// When [`Connection::handle_timeout`] must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = self.deadline.map(|(at, _)| at);
-        match &self.phase {
-            Phase::H2(session) => match (own, session.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-            _ => own,
+        let other = match &self.phase {
+            Phase::H2(session) => session.poll_timeout(),
+            _ => self.h2_upstream.as_ref().and_then(|leg| leg.poll_timeout()),
+        };
+        match (own, other) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -617,9 +688,14 @@ impl Connection {
 
     /// Whether the adapter should read more upstream bytes now.
     pub fn wants_upstream_read(&self) -> bool {
+        if let Some(leg) = &self.h2_upstream {
+            if !matches!(self.phase, Phase::H2(_) | Phase::Closing) {
+                return leg.wants_read();
+            }
+        }
         match &self.phase {
             Phase::Record(ex) => {
-                matches!(ex.upstream, UpstreamLeg::Connected)
+                matches!(ex.upstream, UpstreamLeg::Connected(UpstreamWire::Http1))
                     && self.upstream_in.len() < MAX_UPSTREAM_BUFFER_BYTES
             }
             Phase::WsRecord(_) => self.upstream_in.len() < self.input_cap(),
@@ -638,17 +714,60 @@ impl Connection {
         matches!(self.phase, Phase::Idle) && self.client_in.is_empty() && self.requests.is_idle()
     }
 
-    /// The protocol this connection speaks on the upstream connection it
-    /// asks for with [`Output::OpenUpstream`] (or holds):
-    /// [`UpstreamWire::H2`] once the client connection is HTTP/2, else
-    /// [`UpstreamWire::Http1`]. An adapter that negotiates the protocol of
-    /// the upstream connection (TLS ALPN) offers exactly this one.
-    pub fn upstream_wire(&self) -> UpstreamWire {
-        if matches!(self.phase, Phase::H2(_)) {
-            UpstreamWire::H2
-        } else {
-            UpstreamWire::Http1
+    /// The protocols this connection can speak on the upstream connection
+    /// it asks for with [`Output::OpenUpstream`], in order of preference.
+    /// An adapter that negotiates (TLS ALPN) offers them all and reports
+    /// the upstream's pick with [`Connection::upstream_connected_as`]; a
+    /// cleartext adapter speaks the first.
+    ///
+    /// From [`ProxySettings::upstream_protocol`]: `Http1` offers HTTP/1.1;
+    /// `H2c` and `H2` offer HTTP/2; `Auto` over TLS offers both, the
+    /// client's protocol first, and over cleartext the client's protocol.
+    /// A WebSocket upgrade is always offered HTTP/1.1 only (Ouli does not
+    /// speak WebSocket over HTTP/2, RFC 8441).
+    pub fn upstream_offer(&self) -> &'static [UpstreamWire] {
+        use UpstreamWire::{Http1, H2};
+        if matches!(&self.phase, Phase::Record(ex) if ex.request.ws_key.is_some()) {
+            return &[Http1];
         }
+        let client_h2 = matches!(self.phase, Phase::H2(_));
+        match (
+            self.settings.upstream_protocol,
+            client_h2,
+            self.settings.upstream_tls,
+        ) {
+            (UpstreamProtocol::Http1, _, _) => &[Http1],
+            (UpstreamProtocol::H2c | UpstreamProtocol::H2, _, _) => &[H2],
+            (UpstreamProtocol::Auto, true, true) => &[H2, Http1],
+            (UpstreamProtocol::Auto, false, true) => &[Http1, H2],
+            (UpstreamProtocol::Auto, true, false) => &[H2],
+            (UpstreamProtocol::Auto, false, false) => &[Http1],
+        }
+    }
+
+    /// Queues what the HTTP/2 upstream leg has to send.
+    fn transmit_h2_upstream(&mut self) {
+        if let Some(leg) = &mut self.h2_upstream {
+            while let Some(bytes) = leg.poll_transmit() {
+                self.out.push_back(Output::ToUpstream(bytes));
+            }
+        }
+    }
+
+    /// Lets go of the HTTP/2 upstream leg (closed, broken or replaced).
+    fn drop_h2_upstream(&mut self) {
+        if self.h2_upstream.take().is_some() {
+            self.out
+                .push_back(Output::ReleaseUpstream { reusable: false });
+        }
+    }
+
+    /// The exchange on the upstream connection failed: the connection is
+    /// closed, whichever protocol it spoke.
+    fn release_upstream_broken(&mut self) {
+        self.h2_upstream = None;
+        self.out
+            .push_back(Output::ReleaseUpstream { reusable: false });
     }
 
     fn arm(&mut self, at: Instant, timer: Timer) {
@@ -739,6 +858,7 @@ impl Connection {
         if self.upstream_in.is_empty() && self.upstream_in.capacity() > 0 {
             self.upstream_in = BytesMut::new();
         }
+        self.transmit_h2_upstream();
     }
 
     /// Hands buffered client bytes to the HTTP/2 session.
@@ -1160,43 +1280,71 @@ impl Connection {
 
     /// Auto mode, on a miss: forwards the whole (already read) request to
     /// the upstream and records the exchange, exactly as record mode would.
+    ///
+    /// An HTTP/2 upstream connection this client connection already holds
+    /// carries the request at once; otherwise the adapter is asked for a
+    /// connection and the request is encoded once its protocol is known.
     fn forward_buffered(&mut self, now: Instant, request: Request) {
-        let body = request.body.clone().freeze();
-        let request_framing =
-            if body.is_empty() && header_value(&request.headers, "content-length").is_none() {
-                BodyFraming::None
-            } else {
-                BodyFraming::Length(body.len() as u64)
-            };
-        let out_head = RequestHead {
-            method: request.method.clone(),
-            target: request.target.clone(),
-            version: Version::Http11,
-            headers: request.headers.clone(),
-        };
-        let mut buf = BytesMut::with_capacity(512 + body.len());
-        encode_request_head(&out_head, request_framing, &mut buf);
-        buf.extend_from_slice(&body);
         self.responses.begin_response(request.is_head);
         self.upstream_in = BytesMut::new();
-        self.out.push_back(Output::OpenUpstream);
         self.arm(
             now + self.settings.upstream_response_timeout,
             Timer::Upstream,
         );
+        let reuse = request.ws_key.is_none()
+            && self.h2_upstream.as_ref().is_some_and(|leg| leg.is_usable());
+        if !reuse {
+            // The adapter drops the connection it holds on OpenUpstream.
+            self.h2_upstream = None;
+            self.out.push_back(Output::OpenUpstream);
+            self.phase = Phase::Record(Box::new(RecordExchange {
+                request,
+                upstream: UpstreamLeg::Connecting,
+                response: ResponseProgress::AwaitingHead,
+            }));
+            return;
+        }
+        let sent = match &mut self.h2_upstream {
+            Some(leg) => leg.send_request(
+                &request.method,
+                &request.target,
+                &request.headers,
+                request.body.clone().freeze(),
+                &self.settings.upstream_authority,
+                self.settings.upstream_tls,
+            ),
+            None => Err("the HTTP/2 upstream connection is gone".into()),
+        };
         self.phase = Phase::Record(Box::new(RecordExchange {
             request,
-            upstream: UpstreamLeg::Connecting(vec![buf.freeze()]),
+            upstream: UpstreamLeg::Connected(UpstreamWire::H2),
             response: ResponseProgress::AwaitingHead,
         }));
+        if let Err(reason) = sent {
+            self.upstream_broke(reason);
+        }
     }
 
     fn step_record(&mut self, now: Instant) -> bool {
         let Phase::Record(ex) = &mut self.phase else {
             return false;
         };
+        if matches!(ex.upstream, UpstreamLeg::Connected(UpstreamWire::H2)) {
+            return match self
+                .h2_upstream
+                .as_mut()
+                .and_then(|leg| leg.poll_response())
+            {
+                Some(Ok(ev)) => self.on_response_event(now, ev),
+                Some(Err(reason)) => {
+                    self.upstream_broke(reason);
+                    false
+                }
+                None => false,
+            };
+        }
         // Response first: it may finish the exchange.
-        if matches!(ex.upstream, UpstreamLeg::Connected) {
+        if matches!(ex.upstream, UpstreamLeg::Connected(UpstreamWire::Http1)) {
             match self.responses.decode(&mut self.upstream_in) {
                 Ok(Some(ev)) => return self.on_response_event(now, ev),
                 Ok(None) => {}
@@ -1411,7 +1559,9 @@ impl Connection {
 
     fn finish_record(&mut self, now: Instant, ex: RecordExchange) {
         let RecordExchange {
-            request, response, ..
+            request,
+            response,
+            upstream,
         } = ex;
         let ResponseProgress::Body(resp) = response else {
             return;
@@ -1422,9 +1572,12 @@ impl Connection {
             encode_last_chunk(&resp.trailers, &mut b);
             self.queue_client(b.freeze());
         }
-        self.out.push_back(Output::ReleaseUpstream {
-            reusable: resp.reusable,
-        });
+        if !matches!(upstream, UpstreamLeg::Connected(UpstreamWire::H2)) {
+            // An HTTP/2 upstream stays with this connection for its next request.
+            self.out.push_back(Output::ReleaseUpstream {
+                reusable: resp.reusable,
+            });
+        }
         let framing = match resp.upstream_kind {
             BodyKind::Empty => Framing::None,
             BodyKind::Length(_) => Framing::Length,
@@ -1493,8 +1646,12 @@ impl Connection {
         let Phase::Record(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return;
         };
-        self.out
-            .push_back(Output::ReleaseUpstream { reusable: false });
+        if let Some(leg) = &mut self.h2_upstream {
+            // Tell the upstream before the connection closes.
+            leg.cancel();
+            self.transmit_h2_upstream();
+        }
+        self.release_upstream_broken();
         let timeout = reason.contains("did not answer within");
         match ex.response {
             ResponseProgress::AwaitingHead => {
@@ -1514,6 +1671,27 @@ impl Connection {
             }
         }
     }
+}
+
+/// `request` as HTTP/1.1 bytes for the upstream: the head as forwarded and
+/// the whole (already read) body with a `Content-Length`.
+fn encode_upstream_request(request: &Request) -> Bytes {
+    let body = &request.body;
+    let framing = if body.is_empty() && header_value(&request.headers, "content-length").is_none() {
+        BodyFraming::None
+    } else {
+        BodyFraming::Length(body.len() as u64)
+    };
+    let head = RequestHead {
+        method: request.method.clone(),
+        target: request.target.clone(),
+        version: Version::Http11,
+        headers: request.headers.clone(),
+    };
+    let mut buf = BytesMut::with_capacity(512 + body.len());
+    encode_request_head(&head, framing, &mut buf);
+    buf.extend_from_slice(body);
+    buf.freeze()
 }
 
 /// Writes a recorded response for `request`'s client. Returns whether the

@@ -6,6 +6,8 @@
 //!   both directions, trailers, ends of stream without DATA, concurrent
 //!   streams on one connection, a miss) and recordings that cross protocol
 //!   versions (HTTP/1.1 recorded, HTTP/2 replayed, and the other way);
+//! * `translate.rs`: HTTP/2 clients recorded over HTTP/1.1 and HTTP/1.1
+//!   clients over h2c (`target_protocol`);
 //! * `tools.rs`: `curl --http2-prior-knowledge`, `nghttp` and `h2load`;
 //! * `conformance.rs`: the httpwg suite against `ouli replay`.
 //!
@@ -19,6 +21,7 @@ mod support;
 mod client;
 mod conformance;
 mod tools;
+mod translate;
 mod upstream;
 
 use bytes::Bytes;
@@ -191,27 +194,6 @@ async fn auto_forwards_h2_clients_over_h2c() {
         Some("HTTP/1.1")
     );
     stop_proxy(proxy).await;
-    up.stop().await;
-}
-
-/// `target_protocol = "http1"` cannot carry an HTTP/2 client's streams: a
-/// clear 502 per stream, and the connection goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_target_refuses_to_record_h2_clients_with_a_reason() {
-    let up = Upstream::start().await;
-    let tmp = TempDir::new("h2-http1");
-    let dir = tmp.recordings();
-    let toml = config_toml(up.port(), "", "target_protocol = \"http1\"");
-    let proxy = start_proxy_with(Mode::Record, &dir, &toml).await;
-    let send = connect(proxy.addr()).await;
-    for _ in 0..2 {
-        let resp = request(&send, "http1", "GET", "/hello", Bytes::new()).await;
-        assert_eq!(resp.status, 502, "{resp:?}");
-        assert!(resp.body_str().contains("target_protocol"), "{resp:?}");
-    }
-    drop(send);
-    stop_proxy(proxy).await;
-    assert_eq!(up.requests(), 0);
     up.stop().await;
 }
 

@@ -136,6 +136,11 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
     let builder = Response::builder()
         .header("x-upstream-version", version)
         .header("content-type", "text/plain");
+    let builder = match path.as_str() {
+        "/trailers" => builder.header("trailer", "x-checksum, grpc-status"),
+        "/only-trailers" => builder.header("trailer", "grpc-status, grpc-message"),
+        _ => builder,
+    };
     let (status, body) = match (method.as_str(), path.as_str()) {
         ("GET" | "POST", "/") => {
             let _ = req.into_body().collect().await;
@@ -147,6 +152,8 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
             let builder = builder.header("x-request-bytes", body.len().to_string());
             return builder.status(200).body(full(body)).unwrap();
         }
+        // `Trailer` declares the fields: hyper sends HTTP/1.1 trailers only
+        // when they are declared and the request says `TE: trailers`.
         ("GET", "/trailers") => (
             200,
             frames(vec![

@@ -161,8 +161,11 @@ pub struct EndpointConfig {
     /// overrides; see [`crate::policy_config`] for the fields.
     pub policy: MatchPolicy,
     /// `target_protocol` (optional, default `"auto"`): how Ouli talks to the
-    /// upstream when recording: `"http1"`, `"h2c"` (HTTP/2 with prior
-    /// knowledge), or `"auto"` (follow the client's protocol).
+    /// upstream when recording, whatever the client speaks (Ouli translates
+    /// between HTTP/1.1 and HTTP/2): `"http1"`, `"h2c"` (HTTP/2 with prior
+    /// knowledge; `target_type = "http"`), `"h2"` (HTTP/2 by TLS ALPN;
+    /// `target_type = "https"`), or `"auto"` (over TLS, offer both by ALPN
+    /// and speak the upstream's pick; in cleartext, the client's protocol).
     pub target_protocol: UpstreamProtocol,
     /// `replay_timing` (optional, default `"fast"`): how recorded WebSocket
     /// server messages are paced in replay: `"fast"` (as soon as order allows)
@@ -624,20 +627,40 @@ impl Checker<'_> {
             )?;
         let target_protocol = match &raw.target_protocol {
             None => UpstreamProtocol::Auto,
-            Some(v) => match v.get_ref().as_str() {
-                "http1" => UpstreamProtocol::Http1,
-                "h2c" => UpstreamProtocol::H2c,
-                "auto" => UpstreamProtocol::Auto,
-                other => {
+            Some(v) => {
+                let protocol = match v.get_ref().as_str() {
+                    "http1" => UpstreamProtocol::Http1,
+                    "h2c" => UpstreamProtocol::H2c,
+                    "h2" => UpstreamProtocol::H2,
+                    "auto" => UpstreamProtocol::Auto,
+                    other => {
+                        return Err(self.invalid(
+                            Some(v.span()),
+                            format_args!(
+                                "endpoints[{index}].target_protocol {other:?} is not supported \
+                                 (allowed: \"http1\", \"h2c\", \"h2\", \"auto\")"
+                            ),
+                        ))
+                    }
+                };
+                // h2c is HTTP/2 in cleartext, h2 is HTTP/2 agreed by TLS ALPN.
+                let mismatch = match (protocol, target_type) {
+                    (UpstreamProtocol::H2c, TargetType::Https) => Some(
+                        "\"h2c\" is HTTP/2 in cleartext: with target_type = \"https\" use \"h2\"",
+                    ),
+                    (UpstreamProtocol::H2, TargetType::Http) => {
+                        Some("\"h2\" is HTTP/2 over TLS: with target_type = \"http\" use \"h2c\"")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = mismatch {
                     return Err(self.invalid(
                         Some(v.span()),
-                        format_args!(
-                            "endpoints[{index}].target_protocol {other:?} is not supported \
-                             (allowed: \"http1\", \"h2c\", \"auto\")"
-                        ),
-                    ))
+                        format_args!("endpoints[{index}].target_protocol {why}"),
+                    ));
                 }
-            },
+                protocol
+            }
         };
         let replay_timing = match &raw.replay_timing {
             None => ReplayTiming::AsFastAsPossible,
@@ -1187,6 +1210,23 @@ target_type = "http"
             e.contains("p.toml") && e.contains("line 8") && e.contains("target_protocol"),
             "{e}"
         );
+        // h2 needs TLS, h2c cleartext.
+        let bad = text.replace("\"h2c\"", "\"h2\"");
+        let e = Config::from_toml_str(&bad, "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 8") && e.contains("use \"h2c\""), "{e}");
+        let tls = text.replace(
+            "target_port = 2",
+            "target_port = 2\ntarget_type = \"https\"",
+        );
+        let e = Config::from_toml_str(&tls, "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 9") && e.contains("use \"h2\""), "{e}");
+        let h2 = tls.replace("\"h2c\"", "\"h2\"");
+        let c = Config::from_toml_str(&h2, "p.toml").unwrap();
+        assert_eq!(c.endpoints[0].target_protocol, UpstreamProtocol::H2);
         let bad = text.replace("\"recorded\"", "\"slow\"");
         let e = Config::from_toml_str(&bad, "p.toml")
             .unwrap_err()

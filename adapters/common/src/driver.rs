@@ -102,13 +102,13 @@ pub(crate) async fn serve<R: Runtime>(
                 }
                 Output::OpenUpstream => {
                     upstream = None;
-                    let wire = conn.upstream_wire();
+                    let offer = conn.upstream_offer();
                     // Boxed: the connect future is large and rare, and would
                     // otherwise make every idle connection's task that big.
-                    match Box::pin(open_upstream(endpoint, shared, wire)).await {
-                        Ok(u) => {
+                    match Box::pin(open_upstream(endpoint, shared, offer)).await {
+                        Ok((u, wire)) => {
                             upstream = Some(u);
-                            conn.upstream_connected(Instant::now());
+                            conn.upstream_connected_as(Instant::now(), wire);
                         }
                         Err(failure) => conn.upstream_failed(Instant::now(), failure),
                     }
@@ -306,14 +306,17 @@ pub(crate) async fn serve<R: Runtime>(
 async fn open_upstream<R: Runtime>(
     endpoint: &Endpoint<R>,
     shared: &Shared,
-    wire: UpstreamWire,
-) -> Result<Upstream<R>, UpstreamFailure> {
+    offer: &[UpstreamWire],
+) -> Result<(Upstream<R>, UpstreamWire), UpstreamFailure> {
     let permit = shared.in_flight.acquire::<R>().await?;
-    let transport = endpoint.pool.open(wire, &shared.buffers).await?;
-    Ok(Upstream {
-        transport,
-        _permit: permit,
-    })
+    let (transport, wire) = endpoint.pool.open(offer, &shared.buffers).await?;
+    Ok((
+        Upstream {
+            transport,
+            _permit: permit,
+        },
+        wire,
+    ))
 }
 
 /// Writes one interaction on a blocking thread; the connection waits for it,

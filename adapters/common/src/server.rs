@@ -16,7 +16,7 @@ use crate::tcp::{bind_listener, TcpTuning};
 use crate::tls::{ListenerTls, LocalCa, UpstreamTls};
 use crate::upstream::{InFlightLimit, UpstreamPool};
 use ouli_core::engine::{ReplayIndex, TestUsage};
-use ouli_core::proxy::{Mode, ProxySettings, UpstreamProtocol};
+use ouli_core::proxy::{Mode, ProxySettings};
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
@@ -166,18 +166,15 @@ fn tls_settings(
             addr: endpoint.source_addr(),
             message,
         };
-        // An HTTP/1.1-only target: h2-preferring TLS clients fall back.
-        let offer_h2 = endpoint.target_protocol != UpstreamProtocol::Http1;
         let listener = match (
             endpoint.source_type,
             &endpoint.source_cert_file,
             &endpoint.source_key_file,
         ) {
             (SourceType::Http, _, _) => None,
-            (SourceType::Https, Some(cert), Some(key)) => Some(
-                ListenerTls::from_pem_files(cert, key, offer_h2)
-                    .map_err(|e| failed(e.to_string()))?,
-            ),
+            (SourceType::Https, Some(cert), Some(key)) => {
+                Some(ListenerTls::from_pem_files(cert, key).map_err(|e| failed(e.to_string()))?)
+            }
             (SourceType::Https, _, _) => {
                 let ca = match &mut local_ca {
                     Some(ca) => ca,
@@ -199,7 +196,7 @@ fn tls_settings(
                         local_ca.insert(ca)
                     }
                 };
-                Some(ca.listener(offer_h2).map_err(|e| failed(e.to_string()))?)
+                Some(ca.listener().map_err(|e| failed(e.to_string()))?)
             }
         };
         let upstream = UpstreamTls::for_endpoint(endpoint).map_err(|e| failed(e.to_string()))?;

@@ -12,9 +12,11 @@
 //! - **Upstream** (`target_type = "https"`, [`UpstreamTls`]): the server is
 //!   verified against Mozilla's roots (`webpki-roots`, built in, the same on
 //!   every machine) plus the CAs in `target_ca_file`; SNI is `target_host`.
-//!   ALPN offers the protocol the core will speak on that connection
-//!   ([`ouli_core::proxy::Connection::upstream_wire`]): `h2` for an HTTP/2
-//!   client, `http/1.1` otherwise; a server that answers anything else gets
+//!   ALPN offers the protocols the core can speak on that connection
+//!   ([`ouli_core::proxy::Connection::upstream_offer`]: with the default
+//!   `target_protocol = "auto"` both `h2` and `http/1.1`, the client's
+//!   first), and the server's pick is the protocol spoken (the core
+//!   translates between the two); a server that picks nothing offered gets
 //!   a 502. A failed handshake (unknown CA, wrong name, expired certificate)
 //!   is a 502 naming the failure, never a fallback to plaintext. Only the
 //!   loudly named `insecure_skip_verify_upstream_tls = true` accepts any
@@ -136,37 +138,50 @@ impl UpstreamTls {
         self.insecure
     }
 
-    /// A new client session offering `wire` by ALPN.
-    pub(crate) fn start(&self, wire: UpstreamWire) -> Result<ClientConnection, rustls::Error> {
+    /// A new client session offering `offer` by ALPN, in that order.
+    pub(crate) fn start(&self, offer: &[UpstreamWire]) -> Result<ClientConnection, rustls::Error> {
         ClientConnection::new_with_alpn(
             Arc::clone(&self.config),
             self.server_name.clone(),
-            vec![alpn_name(wire).to_vec()],
+            offer.iter().map(|w| alpn_name(*w).to_vec()).collect(),
         )
     }
 }
 
-/// What an HTTP/2 client hears when its upstream speaks only HTTP/1.1.
-const H2_ONLY_HINT: &str = "Ouli forwards HTTP/2 clients over HTTP/2 only: send this request \
-                            over HTTP/1.1, or set target_protocol = \"http1\" so that an https \
-                            listener offers only http/1.1 by ALPN";
-
-/// Whether the protocol the upstream picked by ALPN (`answer`) is the one
-/// offered. No answer is HTTP/1.1 (a server without ALPN), never HTTP/2
-/// (RFC 9113 §3.2 requires ALPN for h2).
-pub fn check_alpn(wire: UpstreamWire, answer: Option<&[u8]>) -> Result<(), String> {
-    match (wire, answer) {
-        (UpstreamWire::H2, Some(ALPN_H2)) => Ok(()),
-        (UpstreamWire::Http1, None | Some(ALPN_HTTP1)) => Ok(()),
-        (UpstreamWire::H2, None) => Err(format!(
-            "the upstream does not speak HTTP/2 (it selected no protocol by ALPN); {H2_ONLY_HINT}"
-        )),
-        (_, Some(other)) => Err(format!(
-            "the upstream selected {:?} by ALPN, but {:?} was offered",
-            String::from_utf8_lossy(other),
-            String::from_utf8_lossy(alpn_name(wire))
-        )),
+/// The protocol the upstream picked by ALPN (`answer`) from `offer`. No
+/// answer is HTTP/1.1 (a server without ALPN), never HTTP/2 (RFC 9113 §3.2
+/// requires ALPN for h2).
+pub fn check_alpn(offer: &[UpstreamWire], answer: Option<&[u8]>) -> Result<UpstreamWire, String> {
+    let picked = match answer {
+        None => UpstreamWire::Http1,
+        Some(ALPN_H2) => UpstreamWire::H2,
+        Some(ALPN_HTTP1) => UpstreamWire::Http1,
+        Some(other) => {
+            return Err(format!(
+                "the upstream selected {:?} by ALPN, which was not offered",
+                String::from_utf8_lossy(other)
+            ))
+        }
+    };
+    if offer.contains(&picked) {
+        return Ok(picked);
     }
+    let offered: Vec<_> = offer
+        .iter()
+        .map(|w| String::from_utf8_lossy(alpn_name(*w)))
+        .collect();
+    Err(match answer {
+        None => format!(
+            "the upstream does not speak HTTP/2 (it selected no protocol by ALPN, and {} was \
+             offered): set target_protocol = \"auto\" or \"http1\" for an HTTP/1.1 upstream",
+            offered.join(", ")
+        ),
+        Some(_) => format!(
+            "the upstream selected {:?} by ALPN, but {} was offered",
+            String::from_utf8_lossy(alpn_name(picked)),
+            offered.join(", ")
+        ),
+    })
 }
 
 fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
@@ -253,14 +268,10 @@ impl std::fmt::Debug for ListenerTls {
 
 impl ListenerTls {
     /// A listener presenting `chain` (leaf first) with `key`. ALPN offers
-    /// `h2` and `http/1.1`, or only `http/1.1` without `offer_h2` (an
-    /// endpoint with `target_protocol = "http1"`: clients that prefer h2,
-    /// as curl and browsers do, then fall back to HTTP/1.1, which an
-    /// HTTP/1.1-only upstream can record).
+    /// `h2` and `http/1.1` (either is forwarded over any `target_protocol`).
     pub fn new(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-        offer_h2: bool,
     ) -> Result<Self, TlsSetupError> {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -268,23 +279,14 @@ impl ListenerTls {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| setup_error(format!("the certificate and key do not fit: {e}")))?;
-        config.alpn_protocols = if offer_h2 {
-            vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
-        } else {
-            vec![ALPN_HTTP1.to_vec()]
-        };
+        config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
         Ok(ListenerTls {
             config: Arc::new(config),
         })
     }
 
-    /// A listener with the PEM certificate chain and key in these files
-    /// (`offer_h2` as in [`ListenerTls::new`]).
-    pub fn from_pem_files(
-        cert_file: &Path,
-        key_file: &Path,
-        offer_h2: bool,
-    ) -> Result<Self, TlsSetupError> {
+    /// A listener with the PEM certificate chain and key in these files.
+    pub fn from_pem_files(cert_file: &Path, key_file: &Path) -> Result<Self, TlsSetupError> {
         let chain = CertificateDer::pem_file_iter(cert_file)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| setup_error(format!("source_cert_file {}: {e}", cert_file.display())))?;
@@ -296,7 +298,7 @@ impl ListenerTls {
         }
         let key = PrivateKeyDer::from_pem_file(key_file)
             .map_err(|e| setup_error(format!("source_key_file {}: {e}", key_file.display())))?;
-        Self::new(chain, key, offer_h2).map_err(|e| {
+        Self::new(chain, key).map_err(|e| {
             setup_error(format!(
                 "source_cert_file {} and source_key_file {}: {e}",
                 cert_file.display(),
@@ -397,13 +399,11 @@ impl LocalCa {
         Ok(self.path.insert(path))
     }
 
-    /// The listener configuration presenting the generated certificate
-    /// (`offer_h2` as in [`ListenerTls::new`]).
-    pub fn listener(&self, offer_h2: bool) -> Result<ListenerTls, TlsSetupError> {
+    /// The listener configuration presenting the generated certificate.
+    pub fn listener(&self) -> Result<ListenerTls, TlsSetupError> {
         ListenerTls::new(
             self.chain.clone(),
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())),
-            offer_h2,
         )
     }
 }
@@ -445,9 +445,8 @@ pub fn describe_error(error: &rustls::Error) -> String {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => " (target_host is the name checked)",
         rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol) => {
-            " (the upstream refused the protocol offered by ALPN: h2 for an HTTP/2 client, \
-             http/1.1 for an HTTP/1.1 one; for an HTTP/1.1-only upstream, set target_protocol \
-             = \"http1\" so that an https listener offers only http/1.1)"
+            " (the upstream refused every protocol offered by ALPN: target_protocol = \"h2\" \
+             offers only h2, \"http1\" only http/1.1, \"auto\" both)"
         }
         rustls::Error::InvalidCertificate(CertificateError::Other(other))
             if other.to_string().contains("CaUsedAsEndEntity") =>
@@ -486,20 +485,27 @@ mod tests {
 
     #[test]
     fn alpn_answers() {
-        assert!(check_alpn(UpstreamWire::H2, Some(b"h2")).is_ok());
-        assert!(check_alpn(UpstreamWire::Http1, Some(b"http/1.1")).is_ok());
-        assert!(check_alpn(UpstreamWire::Http1, None).is_ok());
-        let e = check_alpn(UpstreamWire::H2, None).unwrap_err();
+        use UpstreamWire::{Http1, H2};
+        assert_eq!(check_alpn(&[H2], Some(b"h2")), Ok(H2));
+        assert_eq!(check_alpn(&[Http1], Some(b"http/1.1")), Ok(Http1));
+        assert_eq!(check_alpn(&[Http1], None), Ok(Http1));
+        // Both offered: the upstream's pick is what is spoken.
+        assert_eq!(check_alpn(&[H2, Http1], Some(b"http/1.1")), Ok(Http1));
+        assert_eq!(check_alpn(&[Http1, H2], Some(b"h2")), Ok(H2));
+        assert_eq!(check_alpn(&[H2, Http1], None), Ok(Http1));
+        let e = check_alpn(&[H2], None).unwrap_err();
         assert!(e.contains("does not speak HTTP/2"), "{e}");
-        let e = check_alpn(UpstreamWire::Http1, Some(b"h2")).unwrap_err();
-        assert!(e.contains("\"h2\"") && e.contains("\"http/1.1\""), "{e}");
+        let e = check_alpn(&[Http1], Some(b"h2")).unwrap_err();
+        assert!(e.contains("\"h2\"") && e.contains("http/1.1"), "{e}");
+        let e = check_alpn(&[Http1, H2], Some(b"spdy/3")).unwrap_err();
+        assert!(e.contains("spdy/3") && e.contains("not offered"), "{e}");
     }
 
     #[test]
     fn local_ca_signs_a_usable_listener_certificate() {
         let mut ca = LocalCa::generate().unwrap();
         assert!(ca.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
-        ca.listener(true).unwrap();
+        ca.listener().unwrap();
         let dir = std::env::temp_dir().join(format!("ouli-tls-unit-{}", std::process::id()));
         let path = ca.write_to(&dir).unwrap().to_path_buf();
         assert_eq!(path, dir.join(CA_FILE_NAME));
@@ -533,7 +539,7 @@ mod tests {
         let mut roots = RootCertStore::empty();
         let e = add_ca_file(&mut roots, missing).unwrap_err().to_string();
         assert!(e.contains("target_ca_file /nonexistent/ouli-ca.pem"), "{e}");
-        let e = ListenerTls::from_pem_files(missing, missing, true)
+        let e = ListenerTls::from_pem_files(missing, missing)
             .unwrap_err()
             .to_string();
         assert!(e.contains("source_cert_file"), "{e}");

@@ -48,26 +48,28 @@ impl<R: Runtime> UpstreamPool<R> {
     }
 
     /// An idle pooled connection that is still open, or a new one, to speak
-    /// `wire` on. Only HTTP/1.1 connections are ever pooled (the core never
-    /// releases an HTTP/2 one as reusable), so an HTTP/2 exchange always
-    /// gets a new connection (with ALPN `h2` on TLS). Connecting and the
-    /// TLS handshake together get the connect timeout; a failed handshake
-    /// is [`UpstreamFailure::Connect`] with rustls's reason.
+    /// one of `offer` on (in order of preference), with the protocol it
+    /// speaks: on TLS the upstream's ALPN pick, in cleartext the first
+    /// offered. Only HTTP/1.1 connections are ever pooled (the core never
+    /// releases an HTTP/2 one as reusable), and one is taken only when
+    /// HTTP/1.1 is the first choice. Connecting and the TLS handshake
+    /// together get the connect timeout; a failed handshake is
+    /// [`UpstreamFailure::Connect`] with rustls's reason.
     pub(crate) async fn open(
         &self,
-        wire: UpstreamWire,
+        offer: &[UpstreamWire],
         buffers: &BufferPool,
-    ) -> Result<Transport<R>, UpstreamFailure> {
-        if wire == UpstreamWire::Http1 {
+    ) -> Result<(Transport<R>, UpstreamWire), UpstreamFailure> {
+        if offer.first() == Some(&UpstreamWire::Http1) {
             while let Some(mut idle) = self.pop_idle() {
                 // Closed by the upstream, or unexpected bytes: discard.
                 if idle.still_idle(buffers) {
-                    return Ok(idle);
+                    return Ok((idle, UpstreamWire::Http1));
                 }
             }
         }
         let deadline = Instant::now() + self.connect_timeout;
-        match race(self.open_new(wire, buffers), R::sleep_until(deadline)).await {
+        match race(self.open_new(offer, buffers), R::sleep_until(deadline)).await {
             Either::Right(()) => Err(UpstreamFailure::ConnectTimeout),
             Either::Left(result) => result,
         }
@@ -75,9 +77,9 @@ impl<R: Runtime> UpstreamPool<R> {
 
     async fn open_new(
         &self,
-        wire: UpstreamWire,
+        offer: &[UpstreamWire],
         buffers: &BufferPool,
-    ) -> Result<Transport<R>, UpstreamFailure> {
+    ) -> Result<(Transport<R>, UpstreamWire), UpstreamFailure> {
         let failed = |why: String| {
             let why = format!("{}:{}: {why}", self.host, self.port);
             UpstreamFailure::Connect(why)
@@ -85,18 +87,19 @@ impl<R: Runtime> UpstreamPool<R> {
         let socket = self.connect().await.map_err(|e| failed(e.to_string()))?;
         self.tuning.apply(R::sock_ref(&socket));
         let Some(tls) = &self.tls else {
-            return Ok(Transport::plain(socket));
+            let wire = offer.first().copied().unwrap_or(UpstreamWire::Http1);
+            return Ok((Transport::plain(socket), wire));
         };
         let session = tls
-            .start(wire)
+            .start(offer)
             .map_err(|e| failed(format!("TLS setup failed: {}", describe_error(&e))))?;
         let mut transport = Transport::tls(socket, session);
         if let Err(e) = transport.handshake(buffers).await {
             let why = format!("TLS handshake failed: {}", describe_io_error(&e));
             return Err(failed(why));
         }
-        check_alpn(wire, transport.alpn_protocol()).map_err(failed)?;
-        Ok(transport)
+        let wire = check_alpn(offer, transport.alpn_protocol()).map_err(failed)?;
+        Ok((transport, wire))
     }
 
     async fn connect(&self) -> io::Result<R::Socket> {

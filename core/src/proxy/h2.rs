@@ -8,34 +8,45 @@
 //! protocol replays either recording.
 
 use super::{
-    sanitize_header_value, Mode, Output, ProxyEvent, ProxySettings, UpstreamFailure,
-    MISS_FINGERPRINT_HEADER, MISS_STATUS,
+    sanitize_header_value, Mode, Output, ProxyEvent, ProxySettings, UpstreamFailure, UpstreamWire,
+    MAX_UPSTREAM_BUFFER_BYTES, MISS_FINGERPRINT_HEADER, MISS_STATUS,
 };
 use crate::engine::{
     fingerprint, redact_request, redact_response, test_name, Lookup, MissReport, ReplayIndex,
     TEST_NAME_ALIAS_HEADER, TEST_NAME_HEADER,
 };
+use crate::h1::{encode_request_head, BodyFraming, BodyKind, ResponseDecoder, ResponseEvent};
 use crate::h2::conn::{Connection as H2Connection, H2Event, RequestPseudo};
 use crate::h2::ErrorCode;
-use crate::message::{header_value, Header};
+use crate::message::{header_value, is_hop_by_hop, list_contains, Header, RequestHead, Version};
 use crate::store::{Framing, Interaction, RecordedRequest, RecordedResponse};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Which protocol Ouli speaks to the upstream when recording.
+/// Which protocol Ouli speaks to the upstream when recording (the
+/// endpoint's `target_protocol`). Either client protocol is forwarded over
+/// any of them: Ouli translates between HTTP/1.1 and HTTP/2, and the
+/// recording is the same either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UpstreamProtocol {
-    /// HTTP/1.1.
+    /// HTTP/1.1 (`"http1"`). HTTP/2 clients' streams go over it one at a
+    /// time, since HTTP/1.1 has no multiplexing.
     Http1,
-    /// HTTP/2 over cleartext with prior knowledge.
+    /// HTTP/2 over cleartext with prior knowledge (`"h2c"`).
     H2c,
-    /// Follow the client: HTTP/2 clients are forwarded over h2c, HTTP/1.1
-    /// clients over HTTP/1.1.
+    /// HTTP/2 over TLS, agreed by ALPN (`"h2"`): the adapter offers only `h2`.
+    H2,
+    /// Follow TLS ALPN (both offered, the client's protocol first, and the
+    /// upstream picks), and in cleartext the client's protocol (`"auto"`).
     #[default]
     Auto,
 }
+
+/// The client stream id an HTTP/1.1 upstream's exchange is filed under in
+/// `upstream_to_client` (HTTP/2 never uses stream 0 for a request).
+const H1_EXCHANGE: u32 = 0;
 
 /// Headers that only make sense on one hop and are never forwarded or
 /// stored from an HTTP/2 message (RFC 9113 §8.2.2 plus the test name).
@@ -102,9 +113,36 @@ enum UpstreamLeg {
     None,
     Connecting,
     Connected(Box<H2Connection>),
+    /// An HTTP/1.1 upstream: the streams' requests go over it one at a time.
+    Http1(Box<H1Leg>),
     /// Lost (closed, broken or not reachable): the next request opens a
     /// new connection.
     Gone,
+}
+
+/// An HTTP/1.1 upstream connection carrying one client stream's exchange
+/// at a time.
+struct H1Leg {
+    responses: ResponseDecoder,
+    input: BytesMut,
+    /// The client stream whose request is on the connection.
+    current: Option<u32>,
+    /// Whether the connection can carry the next request after this answer.
+    reusable: bool,
+    /// The body bytes of the chunk being read (kept as one recorded chunk).
+    chunk: BytesMut,
+}
+
+impl H1Leg {
+    fn new(settings: &ProxySettings) -> Self {
+        H1Leg {
+            responses: ResponseDecoder::new(settings.limits),
+            input: BytesMut::new(),
+            current: None,
+            reusable: true,
+            chunk: BytesMut::new(),
+        }
+    }
 }
 
 /// The HTTP/2 session of one client connection.
@@ -142,7 +180,21 @@ impl H2Session {
 
     /// Whether the adapter should read more upstream bytes.
     pub(super) fn wants_upstream_read(&self) -> bool {
-        matches!(&self.upstream, UpstreamLeg::Connected(up) if up.wants_read())
+        match &self.upstream {
+            UpstreamLeg::Connected(up) => up.wants_read(),
+            UpstreamLeg::Http1(leg) => {
+                // Backpressure: what the client's windows have not taken yet
+                // stops the reading.
+                let held: usize = leg
+                    .current
+                    .and_then(|id| self.streams.get(&id))
+                    .map_or(0, |s| s.pending.iter().map(Bytes::len).sum());
+                // Read between exchanges too, to notice the upstream
+                // closing an idle connection.
+                leg.input.len() < MAX_UPSTREAM_BUFFER_BYTES && held < MAX_UPSTREAM_BUFFER_BYTES
+            }
+            _ => false,
+        }
     }
 
     /// The earliest protocol timer of either leg.
@@ -197,8 +249,10 @@ impl H2Session {
         ctx: &Ctx<'_>,
         out: &mut VecDeque<Output>,
     ) {
-        if let UpstreamLeg::Connected(up) = &mut self.upstream {
-            up.handle_bytes(now, data);
+        match &mut self.upstream {
+            UpstreamLeg::Connected(up) => up.handle_bytes(now, data),
+            UpstreamLeg::Http1(leg) => leg.input.extend_from_slice(data),
+            _ => {}
         }
         self.pump(now, ctx, out);
     }
@@ -224,13 +278,17 @@ impl H2Session {
     pub(super) fn upstream_connected(
         &mut self,
         now: Instant,
+        wire: UpstreamWire,
         ctx: &Ctx<'_>,
         out: &mut VecDeque<Output>,
     ) {
         if !matches!(self.upstream, UpstreamLeg::Connecting) {
             return;
         }
-        self.upstream = UpstreamLeg::Connected(Box::new(H2Connection::client(now)));
+        self.upstream = match wire {
+            UpstreamWire::H2 => UpstreamLeg::Connected(Box::new(H2Connection::client(now))),
+            UpstreamWire::Http1 => UpstreamLeg::Http1(Box::new(H1Leg::new(ctx.settings))),
+        };
         self.upstream_going_away = false;
         self.pump(now, ctx, out);
     }
@@ -261,8 +319,26 @@ impl H2Session {
         if let UpstreamLeg::Connected(up) = &mut self.upstream {
             up.handle_eof(now);
         }
+        if let UpstreamLeg::Http1(leg) = &mut self.upstream {
+            // A close-delimited answer ends here.
+            leg.reusable = false;
+            while let UpstreamLeg::Http1(leg) = &mut self.upstream {
+                match leg.responses.decode_eof(&mut leg.input) {
+                    Ok(Some(ev)) => self.on_h1_event(now, ev, ctx, out),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let reason = format!("the upstream closed the connection: {e}");
+                        self.drop_upstream(&reason, out);
+                        break;
+                    }
+                }
+            }
+        }
         self.pump(now, ctx, out);
-        if matches!(self.upstream, UpstreamLeg::Connected(_)) {
+        if matches!(
+            self.upstream,
+            UpstreamLeg::Connected(_) | UpstreamLeg::Http1(_)
+        ) {
             self.drop_upstream("the upstream closed the connection", out);
             // Requests still waiting go on a new connection.
             self.pump(now, ctx, out);
@@ -291,8 +367,17 @@ impl H2Session {
             let started = s.recording.is_some();
             if let Some(up_id) = s.upstream_stream {
                 self.upstream_to_client.remove(&up_id);
-                if let UpstreamLeg::Connected(up) = &mut self.upstream {
-                    up.reset(up_id, ErrorCode::CANCEL);
+                match &mut self.upstream {
+                    UpstreamLeg::Connected(up) => {
+                        up.reset(up_id, ErrorCode::CANCEL);
+                    }
+                    UpstreamLeg::Http1(_) => {
+                        // An HTTP/1.1 answer cannot be cancelled: the
+                        // connection goes.
+                        self.upstream = UpstreamLeg::Gone;
+                        out.push_back(Output::ReleaseUpstream { reusable: false });
+                    }
+                    _ => {}
                 }
             }
             let reason = format!(
@@ -317,12 +402,21 @@ impl H2Session {
     /// whose answer is complete go on sending what they hold; waiting
     /// requests open a new connection.
     fn drop_upstream(&mut self, reason: &str, out: &mut VecDeque<Output>) {
-        if matches!(self.upstream, UpstreamLeg::Connected(_)) {
+        if matches!(
+            self.upstream,
+            UpstreamLeg::Connected(_) | UpstreamLeg::Http1(_)
+        ) {
             out.push_back(Output::ReleaseUpstream { reusable: false });
         }
         self.upstream = UpstreamLeg::Gone;
         self.upstream_going_away = false;
         let owed: Vec<u32> = self.upstream_to_client.drain().map(|(_, id)| id).collect();
+        if !owed.is_empty() {
+            out.push_back(Output::Event(ProxyEvent::UpstreamError {
+                status: 502,
+                reason: reason.to_owned(),
+            }));
+        }
         for s in self.streams.values_mut() {
             // Their ids belong to the connection that is gone.
             s.upstream_stream = None;
@@ -356,6 +450,29 @@ impl H2Session {
                 let Some(ev) = ev else { break };
                 progressed = true;
                 self.on_upstream_event(now, ev, ctx, out);
+            }
+            while let UpstreamLeg::Http1(leg) = &mut self.upstream {
+                if leg.current.is_none() {
+                    if !leg.input.is_empty() {
+                        // Bytes nobody asked for: the connection is unusable.
+                        progressed = true;
+                        self.drop_upstream("the upstream sent bytes between answers", out);
+                    }
+                    break;
+                }
+                match leg.responses.decode(&mut leg.input) {
+                    Ok(Some(ev)) => {
+                        progressed = true;
+                        self.on_h1_event(now, ev, ctx, out);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        progressed = true;
+                        let reason = format!("the upstream sent an invalid response: {e}");
+                        self.drop_upstream(&reason, out);
+                        break;
+                    }
+                }
             }
             if self.service_waiting(now, ctx, out) {
                 progressed = true;
@@ -465,11 +582,19 @@ impl H2Session {
             H2Event::Trailers { stream, .. } => self.request_complete(now, stream, ctx, out),
             H2Event::StreamReset { stream, .. } => {
                 if let Some(s) = self.streams.remove(&stream) {
-                    if let (Some(up), UpstreamLeg::Connected(conn)) =
-                        (s.upstream_stream, &mut self.upstream)
-                    {
-                        conn.reset(up, ErrorCode::CANCEL);
-                        self.upstream_to_client.remove(&up);
+                    match (s.upstream_stream, &mut self.upstream) {
+                        (Some(up), UpstreamLeg::Connected(conn)) => {
+                            conn.reset(up, ErrorCode::CANCEL);
+                            self.upstream_to_client.remove(&up);
+                        }
+                        (Some(up), UpstreamLeg::Http1(_)) => {
+                            // An HTTP/1.1 exchange cannot be cancelled: its
+                            // connection goes, and the next request opens one.
+                            self.upstream_to_client.remove(&up);
+                            self.upstream = UpstreamLeg::Gone;
+                            out.push_back(Output::ReleaseUpstream { reusable: false });
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -619,12 +744,7 @@ impl H2Session {
     /// Record and auto modes: queues the stream's request for the upstream;
     /// [`service_waiting`](Self::service_waiting) sends it, opening the
     /// upstream connection first if needed.
-    fn forward(&mut self, id: u32, ctx: &Ctx<'_>, out: &mut VecDeque<Output>) {
-        if ctx.settings.upstream_protocol == UpstreamProtocol::Http1 {
-            let reason = "recording HTTP/2 clients needs target_protocol = \"h2c\" or \"auto\"";
-            self.answer_error(id, 502, reason, out);
-            return;
-        }
+    fn forward(&mut self, id: u32, _ctx: &Ctx<'_>, _out: &mut VecDeque<Output>) {
         self.waiting.push_back(id);
     }
 
@@ -643,6 +763,15 @@ impl H2Session {
             }
             match &self.upstream {
                 UpstreamLeg::Connecting => break,
+                UpstreamLeg::Http1(leg) => {
+                    if leg.current.is_some() {
+                        // One exchange at a time on HTTP/1.1.
+                        break;
+                    }
+                    self.waiting.pop_front();
+                    self.send_upstream_h1(now, id, ctx, out);
+                    any = true;
+                }
                 UpstreamLeg::None | UpstreamLeg::Gone => {
                     self.upstream = UpstreamLeg::Connecting;
                     out.push_back(Output::OpenUpstream);
@@ -713,6 +842,168 @@ impl H2Session {
             Err(e) => {
                 let reason = format!("cannot open an upstream stream: {e}");
                 self.answer_error(id, 502, &reason, out);
+            }
+        }
+    }
+
+    /// Sends a stream's request over the HTTP/1.1 upstream connection.
+    fn send_upstream_h1(
+        &mut self,
+        now: Instant,
+        id: u32,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
+        let (UpstreamLeg::Http1(leg), Some(stream)) =
+            (&mut self.upstream, self.streams.get_mut(&id))
+        else {
+            return;
+        };
+        let framing = if stream.body.is_empty()
+            && header_value(&stream.headers, "content-length").is_none()
+        {
+            BodyFraming::None
+        } else {
+            BodyFraming::Length(stream.body.len() as u64)
+        };
+        // `host` (the upstream authority) first, as stored.
+        let mut headers: Vec<Header> = stream
+            .headers
+            .iter()
+            .filter(|h| !h.is("content-length") && !h.is("te"))
+            .cloned()
+            .collect();
+        // An HTTP/2 client takes trailers (gRPC's status lives there), so
+        // the HTTP/1.1 hop asks for them (RFC 9110 §10.1.4: TE is
+        // hop-by-hop and named in Connection).
+        headers.push(Header::new("te", "trailers"));
+        headers.push(Header::new("connection", "te"));
+        let head = RequestHead {
+            method: stream.method.clone(),
+            target: stream.target.clone(),
+            version: Version::Http11,
+            headers,
+        };
+        let mut buf = BytesMut::with_capacity(512 + stream.body.len());
+        encode_request_head(&head, framing, &mut buf);
+        buf.extend_from_slice(&stream.body);
+        leg.responses.begin_response(&stream.method[..] == b"HEAD");
+        leg.current = Some(id);
+        leg.reusable = true;
+        leg.chunk = BytesMut::new();
+        stream.upstream_stream = Some(H1_EXCHANGE);
+        stream.upstream_deadline = Some(now + ctx.settings.upstream_response_timeout);
+        self.upstream_to_client.insert(H1_EXCHANGE, id);
+        out.push_back(Output::ToUpstream(buf.freeze()));
+    }
+
+    /// One event of the HTTP/1.1 upstream's answer to the current stream.
+    fn on_h1_event(
+        &mut self,
+        now: Instant,
+        ev: ResponseEvent,
+        ctx: &Ctx<'_>,
+        out: &mut VecDeque<Output>,
+    ) {
+        let UpstreamLeg::Http1(leg) = &mut self.upstream else {
+            return;
+        };
+        let Some(id) = leg.current else {
+            return;
+        };
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.upstream_deadline = Some(now + ctx.settings.upstream_response_timeout);
+        }
+        match ev {
+            ResponseEvent::Informational(_) => {}
+            ResponseEvent::Head(head, _) if head.status == 101 => {
+                self.drop_upstream("the upstream answered 101 to an HTTP/2 request", out);
+            }
+            ResponseEvent::Head(head, kind) => {
+                leg.reusable = head.version == Version::Http11
+                    && !list_contains(&head.headers, "connection", "close")
+                    && kind != BodyKind::CloseDelimited;
+                let headers: Vec<Header> = head
+                    .headers
+                    .iter()
+                    .filter(|h| !is_hop_by_hop(h, &head.headers))
+                    .cloned()
+                    .collect();
+                let framing = match kind {
+                    BodyKind::Empty => Framing::None,
+                    BodyKind::Length(_) => Framing::Length,
+                    BodyKind::Chunked => Framing::Chunked,
+                    BodyKind::CloseDelimited => Framing::Close,
+                };
+                // No content: the HEADERS frame ends the stream, as an
+                // HTTP/2 upstream would have sent it.
+                let bodiless = matches!(kind, BodyKind::Empty | BodyKind::Length(0));
+                if self
+                    .client
+                    .send_response(id, head.status, &headers, bodiless)
+                    .is_err()
+                {
+                    return;
+                }
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.recording = Some(RecordedResponse {
+                        status: head.status,
+                        reason: head.reason,
+                        headers,
+                        framing,
+                        chunks: Vec::new(),
+                        trailers: Vec::new(),
+                    });
+                }
+            }
+            ResponseEvent::Data(data) => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.recorded_bytes += data.len();
+                    if s.recorded_bytes <= ctx.settings.max_body_bytes {
+                        leg.chunk.extend_from_slice(&data);
+                    }
+                    s.pending.push_back(data);
+                }
+            }
+            ResponseEvent::ChunkEnd => {
+                let chunk = std::mem::take(&mut leg.chunk).freeze();
+                if let Some(rec) = self.streams.get_mut(&id).and_then(|s| s.recording.as_mut()) {
+                    if !chunk.is_empty() {
+                        rec.chunks.push(chunk);
+                    }
+                }
+            }
+            ResponseEvent::Trailers(trailers) => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    if let Some(rec) = &mut s.recording {
+                        rec.trailers = trailers.clone();
+                    }
+                    s.finish = Finish::Trailers(trailers);
+                }
+            }
+            ResponseEvent::End => {
+                let chunk = std::mem::take(&mut leg.chunk).freeze();
+                leg.current = None;
+                let reusable = leg.reusable;
+                if let Some(s) = self.streams.get_mut(&id) {
+                    if let Some(rec) = &mut s.recording {
+                        if !chunk.is_empty() {
+                            rec.chunks.push(chunk);
+                        }
+                        if rec.framing == Framing::None {
+                            // Ended with the head already.
+                            s.pending.clear();
+                        }
+                    }
+                    if matches!(s.finish, Finish::Open) {
+                        s.finish = Finish::End;
+                    }
+                }
+                self.finish_recorded(id, ctx, out);
+                if !reusable {
+                    self.upstream = UpstreamLeg::Gone;
+                    out.push_back(Output::ReleaseUpstream { reusable: false });
+                }
             }
         }
     }
