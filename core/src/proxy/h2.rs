@@ -104,6 +104,12 @@ struct Stream {
     /// (`upstream_response_timeout` after the request went out or the
     /// answer last moved), or `None` when it owes nothing.
     upstream_deadline: Option<Instant>,
+    /// While the request body arrives: when the client must have sent more
+    /// of it (`idle_timeout` after its head or last DATA, as on HTTP/1.1);
+    /// past it the stream is answered 408.
+    body_deadline: Option<Instant>,
+    /// Answered 408 for a body that stopped: what else arrives is ignored.
+    body_timed_out: bool,
 }
 
 /// How often a stream the upstream refused unprocessed is sent again.
@@ -206,7 +212,8 @@ impl H2Session {
         let streams = self
             .streams
             .values()
-            .filter_map(|s| s.upstream_deadline)
+            .flat_map(|s| [s.upstream_deadline, s.body_deadline])
+            .flatten()
             .min();
         [self.client.poll_timeout(), up, streams]
             .into_iter()
@@ -268,7 +275,32 @@ impl H2Session {
             up.handle_timeout(now);
         }
         self.expire_upstream_streams(now, ctx, out);
+        self.expire_request_bodies(now, out);
         self.pump(now, ctx, out);
+    }
+
+    /// Streams whose request body stopped arriving for `idle_timeout`: 408,
+    /// so a client cannot hold a stream (and its buffered body) forever.
+    fn expire_request_bodies(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+        let expired: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.body_deadline.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let reason = "the request body did not arrive within the read timeout";
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.body_deadline = None;
+                s.body_timed_out = true;
+                s.body = BytesMut::new();
+            }
+            self.answer_error(id, 408, reason, out);
+            out.push_back(Output::Event(ProxyEvent::ClientError {
+                status: 408,
+                reason: reason.into(),
+            }));
+        }
     }
 
     pub(super) fn handle_client_eof(&mut self, now: Instant) {
@@ -549,6 +581,8 @@ impl H2Session {
                         recorded_bytes: 0,
                         retries: 0,
                         upstream_deadline: None,
+                        body_deadline: (!end_stream).then(|| now + ctx.settings.idle_timeout),
+                        body_timed_out: false,
                     },
                 );
                 if end_stream {
@@ -569,6 +603,11 @@ impl H2Session {
                 // The body is buffered (bounded) and its window given back at once.
                 self.client.release_capacity(stream, data.len());
                 if let Some(s) = self.streams.get_mut(&stream) {
+                    if s.body_timed_out {
+                        // Answered already (408): the rest is ignored.
+                        return;
+                    }
+                    s.body_deadline = Some(now + ctx.settings.idle_timeout);
                     if s.body.len() + data.len() > ctx.settings.max_body_bytes {
                         s.body_over_limit = true;
                     } else {
@@ -617,9 +656,14 @@ impl H2Session {
         ctx: &Ctx<'_>,
         out: &mut VecDeque<Output>,
     ) {
-        let Some(stream) = self.streams.get(&id) else {
+        let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        if stream.body_timed_out {
+            return;
+        }
+        stream.body_deadline = None;
+        let stream = &*stream;
         if stream.body_over_limit {
             let reason = format!(
                 "request body is over the limit of {} bytes (max_recorded_body_bytes)",
