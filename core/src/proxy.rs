@@ -796,6 +796,8 @@ impl Connection {
             self.out.push_back(Output::CloseClient);
             self.client_in = BytesMut::new();
             self.upstream_in = BytesMut::new();
+            // The adapter drops the upstream connection with the client's.
+            self.h2_upstream = None;
         }
     }
 

@@ -28,9 +28,11 @@ use ouli_core::h1::{
 };
 use ouli_core::h2::frame::Frame;
 use ouli_core::h2::hpack::Encoder;
-use ouli_core::h2::{is_h2_preface_prefix, PREFACE};
+use ouli_core::h2::{is_h2_preface_prefix, ErrorCode, PREFACE};
 use ouli_core::message::{list_contains, Header};
-use ouli_core::proxy::{Connection, Mode, Output, ProxySettings, ReplayTiming, UpstreamFailure};
+use ouli_core::proxy::{
+    Connection, Mode, Output, ProxySettings, ReplayTiming, UpstreamFailure, UpstreamProtocol,
+};
 use ouli_core::store::{
     Conversation, Framing, Interaction, MessageKind, Peer, RecordedRequest, RecordedResponse,
     Recording, WsClose, WsMessage,
@@ -164,8 +166,84 @@ pub fn upstream_dictionary() -> &'static [Vec<u8>] {
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n".to_vec(),
             b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold".to_vec(),
+            // An HTTP/2 upstream (the H2_UPSTREAM flag): its SETTINGS and
+            // answers on the first two streams.
+            h2_frames(&[
+                Frame::Settings {
+                    ack: false,
+                    params: vec![],
+                },
+                Frame::Settings {
+                    ack: true,
+                    params: vec![],
+                },
+            ]),
+            h2_response(1, &[(":status", "200"), ("content-length", "5")], Some(b"hello"), None),
+            h2_response(
+                1,
+                &[(":status", "200")],
+                Some(b"pong"),
+                Some(&[("grpc-status", "0")]),
+            ),
+            h2_response(1, &[(":status", "204")], None, None),
+            h2_response(3, &[(":status", "200"), ("x-a", "b")], Some(b"ok"), None),
+            h2_frames(&[Frame::RstStream {
+                stream: 1,
+                code: ErrorCode::REFUSED_STREAM,
+            }]),
+            h2_frames(&[Frame::GoAway {
+                last_stream: 1,
+                code: ErrorCode::NO_ERROR,
+                debug: Bytes::new(),
+            }]),
         ]
     })
+}
+
+/// An HTTP/2 answer on `stream`: HEADERS, then optional DATA, then optional
+/// trailers; the last frame ends the stream.
+fn h2_response(
+    stream: u32,
+    head: &[(&str, &str)],
+    body: Option<&[u8]>,
+    trailers: Option<&[(&str, &str)]>,
+) -> Vec<u8> {
+    let block = |fields: &[(&str, &str)]| {
+        let headers: Vec<Header> = fields
+            .iter()
+            .map(|(n, v)| Header::new(n.to_string(), v.to_string()))
+            .collect();
+        let mut b = BytesMut::new();
+        Encoder::new().encode(headers.iter(), &mut b);
+        b.freeze()
+    };
+    let mut frames = vec![Frame::Headers {
+        stream,
+        priority: None,
+        block: block(head),
+        end_stream: body.is_none() && trailers.is_none(),
+        end_headers: true,
+        padding: None,
+    }];
+    if let Some(body) = body {
+        frames.push(Frame::Data {
+            stream,
+            data: Bytes::copy_from_slice(body),
+            end_stream: trailers.is_none(),
+            padding: None,
+        });
+    }
+    if let Some(trailers) = trailers {
+        frames.push(Frame::Headers {
+            stream,
+            priority: None,
+            block: block(trailers),
+            end_stream: true,
+            end_headers: true,
+            padding: None,
+        });
+    }
+    h2_frames(&frames)
 }
 
 fn recorded_request(method: &str, target: &str, body: &[u8]) -> RecordedRequest {
@@ -303,6 +381,11 @@ fn settings(mode: Mode, script_flags: u8) -> Arc<ProxySettings> {
     }
     if script_flags & flags::PACED != 0 {
         s.ws_replay_timing = ReplayTiming::Recorded;
+    }
+    if script_flags & flags::H2_UPSTREAM != 0 {
+        s.upstream_protocol = UpstreamProtocol::H2c;
+    } else if script_flags & flags::H1_UPSTREAM != 0 {
+        s.upstream_protocol = UpstreamProtocol::Http1;
     }
     Arc::new(s)
 }
@@ -772,6 +855,42 @@ mod tests {
             &[ClientDict(4), ClientDict(5), ToDeadline, ClientDict(6)],
         );
         assert_eq!(evs.len(), 1, "{evs:?}");
+    }
+
+    #[test]
+    fn translation_seeds_record_through_either_upstream_protocol() {
+        let recorded = |evs: &[ProxyEvent]| {
+            evs.iter()
+                .filter(|e| matches!(e, ProxyEvent::Recorded { status: 200, .. }))
+                .count()
+        };
+        // HTTP/1.1 client, HTTP/2 upstream: two exchanges over one
+        // upstream connection (streams 1 and 3).
+        let (evs, to_client) = events(
+            Mode::Record,
+            flags::H2_UPSTREAM,
+            &[
+                ClientDict(0),
+                UpstreamConnected,
+                UpstreamDict(14),
+                UpstreamDict(15),
+                ClientDict(0),
+                UpstreamDict(18),
+            ],
+        );
+        assert_eq!(recorded(&evs), 2, "{evs:?}");
+        let text = String::from_utf8_lossy(&to_client);
+        assert!(
+            text.contains("\r\n\r\nhello") && text.ends_with("\r\n2\r\nok\r\n0\r\n\r\n"),
+            "{text}"
+        );
+        // HTTP/2 client, HTTP/1.1 upstream.
+        let (evs, _) = events(
+            Mode::Record,
+            flags::H1_UPSTREAM,
+            &[ClientDict(16), UpstreamConnected, UpstreamDict(0)],
+        );
+        assert_eq!(recorded(&evs), 1, "{evs:?}");
     }
 
     #[test]

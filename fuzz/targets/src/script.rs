@@ -38,6 +38,12 @@ pub mod flags {
     pub const TIGHT: u8 = 0x02;
     /// Replay WebSocket server messages with their recorded pacing.
     pub const PACED: u8 = 0x04;
+    /// `target_protocol = "h2c"`: HTTP/1.1 clients are forwarded over
+    /// HTTP/2 (the translation path).
+    pub const H2_UPSTREAM: u8 = 0x08;
+    /// `target_protocol = "http1"`: HTTP/2 clients are forwarded over
+    /// HTTP/1.1 (the other translation path).
+    pub const H1_UPSTREAM: u8 = 0x10;
     /// An unruly adapter: calls `upstream_connected`, `upstream_failed`,
     /// and feeds upstream bytes and EOF whenever the script says, not only
     /// when they make sense. Only the invariants that hold for any caller

@@ -252,6 +252,11 @@ pub fn seeds() -> Vec<Seed> {
         ("shutdown", 0, vec![c(0), Shutdown, c(0)]),
         ("h2c", 0, vec![c(16), c(17), ToDeadline]),
         (
+            "auto-miss-over-h2",
+            flags::AUTO | flags::H2_UPSTREAM,
+            vec![c(12), UpstreamConnected, u(14), u(15)],
+        ),
+        (
             "bytes",
             0,
             vec![Client(
@@ -338,6 +343,41 @@ pub fn seeds() -> Vec<Seed> {
             vec![c(0), Shutdown, UpstreamConnected, u(11)],
         ),
         ("h2c", 0, vec![c(16), UpstreamConnected, u(0), c(17)]),
+        // Translation: HTTP/1.1 clients over an HTTP/2 upstream ...
+        (
+            "h1-over-h2",
+            flags::H2_UPSTREAM,
+            vec![c(0), UpstreamConnected, u(14), u(15), c(0), u(18)],
+        ),
+        (
+            "h1-over-h2-trailers",
+            flags::H2_UPSTREAM,
+            vec![c(2), UpstreamConnected, u(14), u(16)],
+        ),
+        (
+            "h1-over-h2-reset",
+            flags::H2_UPSTREAM,
+            vec![
+                c(0),
+                UpstreamConnected,
+                u(14),
+                u(19),
+                c(3),
+                UpstreamConnected,
+                u(17),
+            ],
+        ),
+        // ... and HTTP/2 clients over an HTTP/1.1 upstream.
+        (
+            "h2-over-h1",
+            flags::H1_UPSTREAM,
+            vec![c(16), UpstreamConnected, u(0), c(17)],
+        ),
+        (
+            "h2-over-h1-chunked",
+            flags::H1_UPSTREAM,
+            vec![c(16), UpstreamConnected, u(1), UpstreamEof],
+        ),
         (
             "unruly",
             flags::UNRULY,
