@@ -389,5 +389,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in servers {
         s.join().map_err(|_| "server thread panicked")??;
     }
+    // Stores go to journals next to the recording files; this writes them
+    // into the files (dropping the recorder would too, without the error).
+    if let Some(recorder) = recorder {
+        recorder.finish()?;
+    }
     Ok(())
 }

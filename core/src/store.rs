@@ -53,6 +53,8 @@
 //!
 //! [`Recording::to_json`] writes one element per line and a header pair per
 //! line, 2-space indented, with a trailing newline, so recordings diff well.
+//! [`Interaction::to_json_line`] writes one interaction object on one line,
+//! for append-only journals.
 
 use crate::message::Header;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -343,18 +345,53 @@ impl Recording {
     }
 }
 
+impl Interaction {
+    /// One interaction alone, as the object it is in a recording file's
+    /// `interactions` list, on a single line without a line break (the
+    /// adapters' append-only journals hold one per line). String contents
+    /// never hold a raw line break: JSON escapes them.
+    pub fn to_json_line(&self) -> String {
+        let mut w = JsonWriter {
+            out: String::new(),
+            compact: true,
+        };
+        w.interaction(0, self);
+        w.out
+    }
+
+    /// Parses what [`Interaction::to_json_line`] writes (or any one
+    /// interaction object of a recording file). Errors are positioned in
+    /// `text`; [`StoreError::Invalid`] has index 0.
+    pub fn from_json_line(text: &str) -> Result<Interaction, StoreError> {
+        let raw: RawInteraction = serde_json::from_str(text)?;
+        raw.into_interaction(0)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Writing
 
 #[derive(Default)]
 struct JsonWriter {
     out: String,
+    /// One line: no line breaks, no indentation (journal lines).
+    compact: bool,
 }
 
 impl JsonWriter {
     fn indent(&mut self, level: usize) {
+        if self.compact {
+            return;
+        }
         for _ in 0..level {
             self.out.push_str("  ");
+        }
+    }
+
+    /// A line break between elements (nothing when compact).
+    fn newline(&mut self) {
+        if !self.compact {
+            self.out.push('\n');
         }
     }
 
@@ -403,15 +440,17 @@ impl JsonWriter {
             self.out.push_str("[]");
             return;
         }
-        self.out.push_str("[\n");
+        self.out.push('[');
+        self.newline();
         for (n, it) in items.iter().enumerate() {
             if n > 0 {
-                self.out.push_str(",\n");
+                self.out.push(',');
+                self.newline();
             }
             self.indent(level + 1);
             item(self, level + 1, it);
         }
-        self.out.push('\n');
+        self.newline();
         self.indent(level);
         self.out.push(']');
     }
@@ -429,67 +468,82 @@ impl JsonWriter {
     fn interaction(&mut self, level: usize, i: &Interaction) {
         let l1 = level + 1;
         let l2 = level + 2;
-        self.out.push_str("{\n");
+        self.out.push('{');
+        self.newline();
         self.key(l1, "fingerprint");
         self.string(&i.fingerprint);
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
 
         let rq = &i.request;
         self.key(l1, "request");
-        self.out.push_str("{\n");
+        self.out.push('{');
+        self.newline();
         self.key(l2, "method");
         self.bytes(&rq.method);
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
         self.key(l2, "target");
         self.bytes(&rq.target);
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
         self.key(l2, "headers");
         self.headers(l2, &rq.headers);
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
         self.key(l2, "body");
         self.bytes(&rq.body);
-        self.out.push('\n');
+        self.newline();
         self.indent(l1);
-        self.out.push_str("},\n");
+        self.out.push_str("},");
+        self.newline();
 
         let rs = &i.response;
         self.key(l1, "response");
-        self.out.push_str("{\n");
+        self.out.push('{');
+        self.newline();
         self.key(l2, "status");
         self.out.push_str(&rs.status.to_string());
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
         self.key(l2, "reason");
         self.bytes(&rs.reason);
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
         self.key(l2, "headers");
         self.headers(l2, &rs.headers);
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
         self.key(l2, "framing");
         self.string(rs.framing.as_str());
-        self.out.push_str(",\n");
+        self.out.push(',');
+        self.newline();
         self.key(l2, "chunks");
         self.list(l2, &rs.chunks, |w, _, c| w.bytes(c));
         if !rs.trailers.is_empty() {
-            self.out.push_str(",\n");
+            self.out.push(',');
+            self.newline();
             self.key(l2, "trailers");
             self.headers(l2, &rs.trailers);
         }
-        self.out.push('\n');
+        self.newline();
         self.indent(l1);
         self.out.push('}');
         if let Some(ws) = &i.websocket {
-            self.out.push_str(",\n");
+            self.out.push(',');
+            self.newline();
             self.key(l1, "websocket");
             self.conversation(l1, ws);
         }
-        self.out.push('\n');
+        self.newline();
         self.indent(level);
         self.out.push('}');
     }
 
     fn conversation(&mut self, level: usize, ws: &Conversation) {
         let l1 = level + 1;
-        self.out.push_str("{\n");
+        self.out.push('{');
+        self.newline();
         self.key(l1, "messages");
         self.list(l1, &ws.messages, |w, _, m| {
             w.out.push_str("{\"from\": ");
@@ -502,7 +556,8 @@ impl JsonWriter {
             w.out.push('}');
         });
         if let Some(c) = &ws.close {
-            self.out.push_str(",\n");
+            self.out.push(',');
+            self.newline();
             self.key(l1, "close");
             self.out.push_str("{\"from\": ");
             self.string(c.from.as_str());
@@ -514,7 +569,7 @@ impl JsonWriter {
             self.bytes(&c.reason);
             self.out.push_str(&format!(", \"at_ms\": {}}}", c.at_ms));
         }
-        self.out.push('\n');
+        self.newline();
         self.indent(level);
         self.out.push('}');
     }
@@ -978,6 +1033,41 @@ mod tests {
     }
 
     #[test]
+    fn interaction_line_is_one_compact_line() {
+        let i = &sample().interactions[0];
+        let line = i.to_json_line();
+        assert_eq!(
+            line,
+            r#"{"fingerprint": "ab12","request": {"method": "POST","target": "/v1/items?b=2&a=1","headers": [["Host", "api.example.com"],["Content-Type", "application/json"]],"body": "{\"x\":1}"},"response": {"status": 200,"reason": "OK","headers": [["Content-Type", "text/plain"]],"framing": "chunked","chunks": ["hello ","world"],"trailers": [["X-Checksum", "abc"]]}}"#
+        );
+        assert_eq!(Interaction::from_json_line(&line).as_ref(), Ok(i));
+        // The same object as in the file.
+        let v: serde_json::Value = serde_json::from_str(GOLDEN).unwrap();
+        let w: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["interactions"][0], w);
+        let mut ws = sample();
+        ws.interactions[0].websocket = Some(Conversation {
+            messages: vec![WsMessage {
+                from: Peer::Client,
+                kind: MessageKind::Text,
+                payload: Bytes::from_static(b"line\nbreak"),
+                at_ms: 3,
+            }],
+            close: None,
+        });
+        let line = ws.interactions[0].to_json_line();
+        assert!(!line.contains('\n'), "{line}");
+        assert_eq!(
+            Interaction::from_json_line(&line).as_ref(),
+            Ok(&ws.interactions[0])
+        );
+        assert!(matches!(
+            Interaction::from_json_line(&line[..line.len() - 1]),
+            Err(StoreError::Syntax { line: 1, .. })
+        ));
+    }
+
+    #[test]
     fn golden_text_is_pinned() {
         assert_eq!(sample().to_json(), GOLDEN);
         assert_eq!(Recording::from_json(GOLDEN), Ok(sample()));
@@ -1298,6 +1388,13 @@ mod tests {
             let r = Recording { test_name, interactions };
             let text = r.to_json();
             prop_assert_eq!(Recording::from_json(&text), Ok(r));
+        }
+
+        #[test]
+        fn prop_interaction_line_round_trips(interaction in arb_interaction()) {
+            let line = interaction.to_json_line();
+            prop_assert!(!line.contains('\n') && !line.contains('\r'), "{}", line);
+            prop_assert_eq!(Interaction::from_json_line(&line), Ok(interaction));
         }
 
         #[test]

@@ -1,5 +1,7 @@
 //! Crash safety: `kill -9` in the middle of recording leaves only whole,
-//! parseable recordings (and ignorable temp files).
+//! parseable recordings, the journals of the tests being recorded (whose
+//! torn last line, if any, is ignored) and ignorable temp files; replay
+//! loads them all.
 
 use crate::support::client::{test_request, Client};
 use crate::support::process::OuliProcess;
@@ -87,7 +89,7 @@ async fn kill_9_while_recording_leaves_parseable_files() {
     assert!(!out.status.success(), "killed: {out:?}");
 
     let files = files_under(&dir);
-    let mut recordings = 0;
+    let (mut recordings, mut journals) = (0, 0);
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(
@@ -97,6 +99,16 @@ async fn kill_9_while_recording_leaves_parseable_files() {
             f.display()
         );
         if name.starts_with(".ouli-tmp") {
+            continue;
+        }
+        if name.ends_with(".json.journal") {
+            // Appended line by line: a header, then whole interactions,
+            // maybe a torn last line (checked by loading, below).
+            let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
+            let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap())
+                .unwrap_or_else(|e| panic!("{name}: no whole header line: {e}"));
+            assert_eq!(header["format"], "ouli-journal", "{name}");
+            journals += 1;
             continue;
         }
         assert!(name.ends_with(".json"), "stray file {name}");
@@ -114,25 +126,47 @@ async fn kill_9_while_recording_leaves_parseable_files() {
         }
         recordings += 1;
     }
+    // What replay loads: files and journals applied.
+    let loaded = ouli_adapter_common::recording_dir::RecordingDir::new(&dir)
+        .load_all()
+        .unwrap_or_else(|e| panic!("the directory does not load after a crash: {e}"));
+    let warm = loaded
+        .iter()
+        .find(|(_, r)| r.test_name == "crash-warm")
+        .map_or(0, |(_, r)| r.interactions.len());
     assert!(
-        recordings > 0,
-        "nothing was recorded before the kill: {files:?}"
+        warm >= 1,
+        "the first warm-up exchange was stored before the second was answered"
     );
+    let interactions: usize = loaded.iter().map(|(_, r)| r.interactions.len()).sum();
+    for (path, r) in &loaded {
+        for i in &r.interactions {
+            assert_eq!(i.response.status, 200, "{}", path.display());
+        }
+    }
     eprintln!(
-        "crash test: {} answers before the kill, {recordings} recordings, {} temp files",
+        "crash test: {} answers before the kill, {recordings} recording files, {journals} \
+         journals, {} temp files; {} tests, {interactions} interactions load",
         answered.load(Ordering::SeqCst),
-        files.len() - recordings
+        files.len() - recordings - journals,
+        loaded.len()
     );
 
-    // Replay loads the directory (temp files ignored) and starts.
+    // Replay loads the directory (journals applied, temp files ignored),
+    // starts, and answers what the killed run stored.
     let p = OuliProcess::spawn("replay", &config, &dir)
         .await
         .unwrap_or_else(|out| panic!("replay did not start after a crash: {out:?}"));
-    let r = Client::connect(p.addr)
-        .await
+    let mut c = Client::connect(p.addr).await;
+    let r = c
+        .request(&test_request("crash-warm", "GET", "/echo/warm", &[], b""))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let r = c
         .request(&test_request("crash-0", "GET", "/never", &[], b""))
         .await;
     assert_eq!(r.status, 599);
+    drop(c);
     let out = p.terminate().await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }

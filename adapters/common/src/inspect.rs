@@ -5,11 +5,14 @@
 //! which stops at the first bad file, inspection reads every file and lists
 //! every problem: files that do not parse, two files holding the same test
 //! name, a file whose name is not the one Ouli writes for its test name,
-//! leftover temporary files, interactions with an empty fingerprint, and
-//! other files that are not recordings.
+//! leftover temporary files and journals that no longer apply, interactions
+//! with an empty fingerprint, and other files that are not recordings. A
+//! journal a stopped record run left is applied, as replay does.
 
-use crate::recording_dir::{file_name_for, test_name_for, TEMP_PREFIX};
-use ouli_core::store::Recording;
+use crate::recording_dir::{
+    file_name_for, load_test_files, test_name_for, JournalUse, LoadError, JOURNAL_EXTENSION,
+    TEMP_PREFIX,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -40,12 +43,15 @@ pub struct InteractionSummary {
 /// One recording file, summarized.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestSummary {
-    /// The file.
+    /// The file (the journal, when there is only a journal).
     pub file: PathBuf,
     /// The test name inside it.
     pub test_name: String,
     /// Its interactions, in order.
     pub interactions: Vec<InteractionSummary>,
+    /// How many of them come from the journal a stopped record run left
+    /// next to the file (not yet written into it).
+    pub journaled: usize,
 }
 
 /// What [`inspect`] found.
@@ -99,31 +105,64 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
             ));
             continue;
         }
-        if !name.ends_with(".json") {
-            out.problems.push(format!(
-                "{}: not a .json file; Ouli ignores it",
-                path.display()
-            ));
-            continue;
-        }
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                out.problems
-                    .push(format!("{}: cannot be read: {e}", path.display()));
-                continue;
+        let (json, journal) = match name.strip_suffix(JOURNAL_EXTENSION) {
+            Some(stem) if stem.ends_with(".json") => {
+                let json = path.with_file_name(stem);
+                if json.is_file() {
+                    continue; // read with its file
+                }
+                (json, path.clone())
             }
-        };
-        let recording = match Recording::from_json(&text) {
-            Ok(r) => r,
-            Err(e) => {
+            _ if name.ends_with(".json") => {
+                let mut journal = path.clone().into_os_string();
+                journal.push(JOURNAL_EXTENSION);
+                (path.clone(), PathBuf::from(journal))
+            }
+            _ => {
                 out.problems.push(format!(
-                    "{}: not a valid recording ({e}); replay would refuse to start",
+                    "{}: not a .json file; Ouli ignores it",
                     path.display()
                 ));
                 continue;
             }
         };
+        let loaded = match load_test_files(&json, &journal) {
+            Ok(loaded) => loaded,
+            Err(LoadError::Parse { path, source }) => {
+                out.problems.push(format!(
+                    "{}: not a valid recording ({source}); replay would refuse to start",
+                    path.display()
+                ));
+                continue;
+            }
+            Err(LoadError::Io { path, source }) => {
+                out.problems
+                    .push(format!("{}: cannot be read: {source}", path.display()));
+                continue;
+            }
+            Err(e) => {
+                out.problems.push(e.to_string());
+                continue;
+            }
+        };
+        let journaled = match loaded.journal {
+            JournalUse::None => 0,
+            JournalUse::Applied { interactions, .. } => interactions,
+            JournalUse::Ignored(why) => {
+                out.problems.push(format!(
+                    "{}: a leftover journal Ouli ignores ({why}); delete it",
+                    journal.display()
+                ));
+                0
+            }
+        };
+        let Some(recording) = loaded.recording else {
+            continue;
+        };
+        let name = json
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if test_name_for(&name).as_deref() != Some(recording.test_name.as_str()) {
             out.problems.push(format!(
                 "{}: holds test {:?}, whose file name is {}; re-recording writes there",
@@ -167,9 +206,10 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
             });
         }
         out.tests.push(TestSummary {
-            file: path,
+            file: if json.is_file() { json } else { journal },
             test_name: recording.test_name,
             interactions,
+            journaled,
         });
     }
     Ok(out)
@@ -190,12 +230,20 @@ impl fmt::Display for Inspection {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            writeln!(
+            write!(
                 f,
                 "\ntest {:?} ({file}): {} interaction(s)",
                 t.test_name,
                 t.interactions.len()
             )?;
+            if t.journaled > 0 {
+                write!(
+                    f,
+                    ", {} of them from the journal a stopped record run left",
+                    t.journaled
+                )?;
+            }
+            writeln!(f)?;
             for i in &t.interactions {
                 let target = match &i.query {
                     Some(q) => format!("{}?{q}", i.path),
@@ -229,7 +277,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use ouli_core::message::Header;
-    use ouli_core::store::{Framing, Interaction, RecordedRequest, RecordedResponse};
+    use ouli_core::store::{Framing, Interaction, RecordedRequest, RecordedResponse, Recording};
 
     fn recording(name: &str) -> Recording {
         let mut r = Recording::new(name);
@@ -284,6 +332,56 @@ mod tests {
         }
         let text = report.to_string();
         assert!(text.contains("POST    /v1/items?x=1  -> 201"), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Journals a stopped record run left are applied (and said so); one
+    /// that no longer applies, or does not parse, is a problem.
+    #[test]
+    fn applies_journals_and_reports_leftover_ones() {
+        use crate::recording_dir::{JournalHeader, JournalMode, RecordingDir};
+        let dir = std::env::temp_dir().join(format!("ouli-inspect-j-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let rd = RecordingDir::new(&dir);
+        let line = recording("x").interactions[0].to_json_line() + "\n";
+        // "a": a file and a journal extending it.
+        let a = rd.write_atomic(&recording("a")).unwrap();
+        let header = JournalHeader::new("a", JournalMode::Append, Some(&fs::read(&a).unwrap()));
+        fs::write(rd.journal_for("a"), header.to_line() + &line + &line).unwrap();
+        // "b": only a journal.
+        let header = JournalHeader::new("b", JournalMode::Replace, None);
+        fs::write(rd.journal_for("b"), header.to_line() + &line).unwrap();
+        // "c": a journal its file no longer matches.
+        rd.write_atomic(&recording("c")).unwrap();
+        let header = JournalHeader::new("c", JournalMode::Append, Some(b"old"));
+        fs::write(rd.journal_for("c"), header.to_line() + &line).unwrap();
+        // "d": a journal with a corrupt middle line.
+        let header = JournalHeader::new("d", JournalMode::Replace, None);
+        fs::write(rd.journal_for("d"), header.to_line() + "{oops\n" + &line).unwrap();
+
+        let report = inspect(&dir).unwrap();
+        let tests: Vec<(&str, usize, usize)> = report
+            .tests
+            .iter()
+            .map(|t| (t.test_name.as_str(), t.interactions.len(), t.journaled))
+            .collect();
+        assert_eq!(tests, [("a", 3, 2), ("b", 1, 1), ("c", 1, 0)]);
+        assert_eq!(report.tests[1].file, rd.journal_for("b"));
+        let problems = report.problems.join("\n");
+        assert_eq!(report.problems.len(), 2, "{problems}");
+        assert!(
+            problems.contains("c.json.journal: a leftover journal Ouli ignores"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("d.json.journal: not a valid recording (line 2"),
+            "{problems}"
+        );
+        let text = report.to_string();
+        assert!(
+            text.contains("3 interaction(s), 2 of them from the journal"),
+            "{text}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

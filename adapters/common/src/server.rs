@@ -339,7 +339,7 @@ impl<R: Runtime> BoundProxy<R> {
     /// accepting (new connections are refused by the kernel), lets exchanges
     /// in flight finish (up to the configured grace period, after which the
     /// remaining connections are closed), and returns once every recording
-    /// is written.
+    /// is written into its file ([`Recorder::finish`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> RunSummary {
         let BoundProxy {
             listeners,
@@ -376,6 +376,11 @@ impl<R: Runtime> BoundProxy<R> {
             );
         }
         shared.stores.wait_empty().await;
+        if let Some(recorder) = shared.recorder.clone() {
+            // The journals into the recording files, so that the files alone
+            // hold the run (a failure keeps the journals, which load).
+            let _ = R::spawn_blocking(move || recorder.finish()).await;
+        }
         RunSummary {
             stats: shared.stats.snapshot(),
             usage: shared.index.as_ref().map(|i| i.usage()).unwrap_or_default(),
