@@ -77,7 +77,7 @@ use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The request header that names the test a request belongs to. It picks the
 /// recording file and is stripped before forwarding and recording.
@@ -620,6 +620,9 @@ pub struct ReplayIndex {
 
 struct TestRecordings {
     interactions: Vec<Arc<Interaction>>,
+    /// Per interaction: its answer as HTTP/1.1 keep-alive bytes, encoded on
+    /// its first replay.
+    h1_answers: Vec<OnceLock<Bytes>>,
     /// Positions by fingerprint, keyed by the digest itself so a lookup
     /// neither formats nor hashes the 64-character hex text.
     by_fingerprint: HashMap<Fingerprint, Vec<usize>>,
@@ -748,6 +751,7 @@ impl ReplayIndex {
                 rec.test_name,
                 TestRecordings {
                     interactions: rec.interactions.into_iter().map(Arc::new).collect(),
+                    h1_answers: (0..n).map(|_| OnceLock::new()).collect(),
                     by_fingerprint,
                     usage: Mutex::new(Usage {
                         used: vec![false; n],
@@ -782,6 +786,20 @@ impl ReplayIndex {
         request: &RecordedRequest,
         fingerprint: Fingerprint,
     ) -> Lookup {
+        self.lookup_with_answer_cache(policy, test_name, request, fingerprint)
+            .0
+    }
+
+    /// [`ReplayIndex::lookup`], with the hit's cache of its encoded
+    /// HTTP/1.1 keep-alive answer (see `proxy::write_recorded_response`):
+    /// an interaction replayed again and again is encoded once.
+    pub(crate) fn lookup_with_answer_cache(
+        &self,
+        policy: &MatchPolicy,
+        test_name: &str,
+        request: &RecordedRequest,
+        fingerprint: Fingerprint,
+    ) -> (Lookup, Option<&OnceLock<Bytes>>) {
         let Some(test) = self.tests.get(test_name) else {
             *self
                 .unknown_misses
@@ -792,20 +810,23 @@ impl ReplayIndex {
             let mut known: Vec<&str> = self.tests.keys().map(String::as_str).collect();
             known.sort_unstable();
             known.truncate(10);
-            return Lookup::Miss(MissReport {
-                test_name: test_name.to_owned(),
-                fingerprint,
-                request_line: request_line_of(request),
-                reason: format!(
-                    "no recording for test {test_name:?} (recorded tests: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-                candidates: Vec::new(),
-            });
+            return (
+                Lookup::Miss(MissReport {
+                    test_name: test_name.to_owned(),
+                    fingerprint,
+                    request_line: request_line_of(request),
+                    reason: format!(
+                        "no recording for test {test_name:?} (recorded tests: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                    candidates: Vec::new(),
+                }),
+                None,
+            );
         };
         let on_repeat = policy.for_target(&request.target).on_repeat;
         let mut usage = test.usage.lock().unwrap_or_else(|e| e.into_inner());
@@ -821,21 +842,27 @@ impl ReplayIndex {
                     *u = true;
                 }
                 usage.hits += 1;
-                return Lookup::Hit(Arc::clone(interaction));
+                return (
+                    Lookup::Hit(Arc::clone(interaction)),
+                    test.h1_answers.get(pos),
+                );
             }
             usage.misses += 1;
-            return Lookup::Miss(MissReport {
-                test_name: test_name.to_owned(),
-                fingerprint,
-                request_line: request_line_of(request),
-                reason: format!(
-                    "this request was recorded {} time(s) in this test and all were already \
+            return (
+                Lookup::Miss(MissReport {
+                    test_name: test_name.to_owned(),
+                    fingerprint,
+                    request_line: request_line_of(request),
+                    reason: format!(
+                        "this request was recorded {} time(s) in this test and all were already \
                      replayed (on_repeat = \"{}\")",
-                    positions.len(),
-                    on_repeat.as_str()
-                ),
-                candidates: Vec::new(),
-            });
+                        positions.len(),
+                        on_repeat.as_str()
+                    ),
+                    candidates: Vec::new(),
+                }),
+                None,
+            );
         }
         usage.misses += 1;
         drop(usage);
@@ -859,20 +886,23 @@ impl ReplayIndex {
         scored.dedup_by(|a, b| {
             a.1.request_line == b.1.request_line && a.1.differences == b.1.differences
         });
-        Lookup::Miss(MissReport {
-            test_name: test_name.to_owned(),
-            fingerprint,
-            request_line: request_line_of(request),
-            reason: format!(
-                "no recorded request in this test has fingerprint {fingerprint} ({} recorded)",
-                test.interactions.len()
-            ),
-            candidates: scored
-                .into_iter()
-                .take(MISS_CANDIDATES)
-                .map(|(_, c)| c)
-                .collect(),
-        })
+        (
+            Lookup::Miss(MissReport {
+                test_name: test_name.to_owned(),
+                fingerprint,
+                request_line: request_line_of(request),
+                reason: format!(
+                    "no recorded request in this test has fingerprint {fingerprint} ({} recorded)",
+                    test.interactions.len()
+                ),
+                candidates: scored
+                    .into_iter()
+                    .take(MISS_CANDIDATES)
+                    .map(|(_, c)| c)
+                    .collect(),
+            }),
+            None,
+        )
     }
 
     /// Usage per test, sorted by test name: every recorded test, and every

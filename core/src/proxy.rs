@@ -249,6 +249,19 @@ struct Request {
 }
 
 impl Request {
+    /// [`Request::recorded`], moving the headers and body out instead of
+    /// copying them, for a request that is not forwarded afterwards.
+    fn take_recorded(&mut self, policy: &MatchPolicy) -> RecordedRequest {
+        let mut recorded = RecordedRequest {
+            method: self.method.clone(),
+            target: self.target.clone(),
+            headers: std::mem::take(&mut self.headers),
+            body: std::mem::take(&mut self.body).freeze(),
+        };
+        redact_request(policy, &mut recorded);
+        recorded
+    }
+
     /// The request as stored and matched: redacted with the policy.
     fn recorded(&self, policy: &MatchPolicy) -> RecordedRequest {
         let mut recorded = RecordedRequest {
@@ -1143,22 +1156,33 @@ impl Connection {
         self.send_error(413, &reason, true);
     }
 
-    fn answer_from_recording(&mut self, now: Instant, request: Request) {
+    fn answer_from_recording(&mut self, now: Instant, mut request: Request) {
         let settings = Arc::clone(&self.settings);
-        // The live request is redacted like a stored one before matching.
-        let recorded = request.recorded(&settings.policy);
+        // The live request is redacted like a stored one before matching;
+        // only auto mode forwards it afterwards (on a miss), unredacted.
+        let recorded = match settings.mode {
+            Mode::Auto => request.recorded(&settings.policy),
+            Mode::Replay | Mode::Record => request.take_recorded(&settings.policy),
+        };
         let fingerprint = crate::engine::fingerprint(&settings.policy, &recorded);
-        let lookup = match &self.index {
-            Some(index) => {
-                index.lookup(&settings.policy, &request.test_name, &recorded, fingerprint)
-            }
-            None => Lookup::Miss(MissReport {
-                test_name: request.test_name.clone(),
+        let index = self.index.clone();
+        let (lookup, answer_cache) = match &index {
+            Some(index) => index.lookup_with_answer_cache(
+                &settings.policy,
+                &request.test_name,
+                &recorded,
                 fingerprint,
-                request_line: request.request_line.clone(),
-                reason: "no recordings are loaded".into(),
-                candidates: Vec::new(),
-            }),
+            ),
+            None => (
+                Lookup::Miss(MissReport {
+                    test_name: request.test_name.clone(),
+                    fingerprint,
+                    request_line: request.request_line.clone(),
+                    reason: "no recordings are loaded".into(),
+                    candidates: Vec::new(),
+                }),
+                None,
+            ),
         };
         match lookup {
             Lookup::Hit(interaction) if interaction.response.status == 101 => {
@@ -1167,9 +1191,28 @@ impl Connection {
             }
             Lookup::Hit(interaction) => {
                 let close = !request.keep_alive || self.shutting_down;
-                let close = write_recorded_response(&interaction.response, &request, close, |b| {
-                    self.queue_client(b)
-                });
+                let cacheable = !close
+                    && request.client_version == Version::Http11
+                    && !request.is_head
+                    && interaction.response.framing != Framing::Close;
+                let close = match answer_cache.filter(|_| cacheable) {
+                    // The common answer (HTTP/1.1, keep-alive, not HEAD) is
+                    // the same bytes every time: encoded once per interaction.
+                    Some(cache) => {
+                        let bytes = cache.get_or_init(|| {
+                            let mut encoded = Bytes::new();
+                            write_recorded_response(&interaction.response, &request, false, |b| {
+                                encoded = b
+                            });
+                            encoded
+                        });
+                        self.queue_client(bytes.clone());
+                        false
+                    }
+                    None => write_recorded_response(&interaction.response, &request, close, |b| {
+                        self.queue_client(b)
+                    }),
+                };
                 self.out.push_back(Output::Event(ProxyEvent::Replayed {
                     test_name: request.test_name,
                     request_line: request.request_line,

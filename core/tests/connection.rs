@@ -380,3 +380,45 @@ proptest! {
         prop_assert_eq!(whole.events, split.events);
     }
 }
+
+/// A replayed answer is encoded once per interaction and then served from
+/// that cache: every keep-alive answer is the same bytes, and they are
+/// exactly what the uncached encoding gives (shown by a `Connection:
+/// close` request, which is encoded afresh, minus its `connection`
+/// header). `repeat_last` lets one interaction answer many times.
+#[test]
+fn cached_replay_answers_equal_the_encoding_they_stand_for() {
+    for response in [
+        CHUNKED_RESPONSE,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello".as_slice(),
+        b"HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n".as_slice(),
+    ] {
+        let request = b"GET /cached HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let (rec, _conn) = record(request, response);
+        let recordings = recording_of(&rec);
+        let mut repeating = (*settings(Mode::Replay)).clone();
+        repeating.policy.on_repeat = ouli_core::engine::OnRepeat::RepeatLast;
+        let repeating = Arc::new(repeating);
+        let t0 = Instant::now();
+        let index = Arc::new(ReplayIndex::new(recordings));
+        let mut answers = Vec::new();
+        for input in [
+            request.as_slice(),
+            request.as_slice(),
+            b"GET /cached HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".as_slice(),
+        ] {
+            let mut conn = Connection::new(Arc::clone(&repeating), Some(Arc::clone(&index)), t0);
+            let mut c = Collected::default();
+            conn.handle_client_bytes(t0, input);
+            drain(&mut conn, &mut c);
+            answers.push(String::from_utf8(c.to_client).unwrap());
+        }
+        assert_eq!(answers[0], answers[1]);
+        assert!(answers[0].starts_with("HTTP/1.1 2"), "{}", answers[0]);
+        assert_eq!(
+            answers[2].replacen("connection: close\r\n", "", 1),
+            answers[0],
+            "the cached answer differs from a fresh encoding"
+        );
+    }
+}
