@@ -50,7 +50,7 @@
 //! | the client closed its sending side (read returned 0) | [`handle_client_eof(now)`](proxy::Connection::handle_client_eof) |
 //! | bytes arrived from the upstream | [`handle_upstream_bytes(now, &[u8])`](proxy::Connection::handle_upstream_bytes) |
 //! | the upstream closed, or reading or writing it failed | [`handle_upstream_eof(now)`](proxy::Connection::handle_upstream_eof) |
-//! | the upstream connection asked for is ready | [`upstream_connected(now)`](proxy::Connection::upstream_connected) |
+//! | the upstream connection asked for is ready | [`upstream_connected(now)`](proxy::Connection::upstream_connected), or [`upstream_connected_as(now, UpstreamWire)`](proxy::Connection::upstream_connected_as) with the protocol TLS ALPN picked from [`upstream_offer()`](proxy::Connection::upstream_offer) |
 //! | it could not be made | [`upstream_failed(now, UpstreamFailure)`](proxy::Connection::upstream_failed) |
 //! | time passed the deadline from `poll_timeout` | [`handle_timeout(now)`](proxy::Connection::handle_timeout) |
 //! | the proxy is shutting down | [`begin_shutdown(now)`](proxy::Connection::begin_shutdown) |
