@@ -262,7 +262,16 @@ fn h2_client_over_http1_upstream() {
         .unwrap();
     let pseudo = RequestPseudo::new("GET", "http", "localhost:8080", "/b");
     let s3 = client
-        .send_request(&pseudo, &[h("x-ouli-test-name", "t")], true)
+        .send_request(
+            &pseudo,
+            &[
+                h("x-ouli-test-name", "t"),
+                h("cookie", "a=1"),
+                h("accept", "*/*"),
+                h("cookie", "b=2"),
+            ],
+            true,
+        )
         .unwrap();
     let mut bytes = Vec::new();
     pump_h2(&mut client, &mut bytes);
@@ -287,6 +296,11 @@ fn h2_client_over_http1_upstream() {
     drain(&mut conn, &mut c);
     let sent = String::from_utf8_lossy(&std::mem::take(&mut c.to_upstream)).into_owned();
     assert!(sent.starts_with("GET /b HTTP/1.1\r\n"), "{sent}");
+    // HTTP/2's split cookie fields travel as one HTTP/1.1 field.
+    assert!(
+        sent.contains("cookie: a=1; b=2\r\naccept: */*\r\n") && sent.matches("cookie").count() == 1,
+        "{sent}"
+    );
     conn.handle_upstream_bytes(t0, b"HTTP/1.1 204 No Content\r\n\r\n");
     drain(&mut conn, &mut c);
 

@@ -917,6 +917,23 @@ impl H2Session {
             .filter(|h| !h.is("content-length") && !h.is("te"))
             .cloned()
             .collect();
+        // HTTP/2 may split `cookie` into several fields; HTTP/1.1 carries
+        // one, the pieces joined with "; " (RFC 9113 §8.2.3).
+        if headers.iter().filter(|h| h.is("cookie")).nth(1).is_some() {
+            let mut joined = BytesMut::new();
+            for h in headers.iter().filter(|h| h.is("cookie")) {
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b"; ");
+                }
+                joined.extend_from_slice(&h.value);
+            }
+            let first = headers.iter().position(|h| h.is("cookie")).unwrap_or(0);
+            headers.retain(|h| !h.is("cookie"));
+            headers.insert(
+                first.min(headers.len()),
+                Header::new("cookie", joined.freeze()),
+            );
+        }
         // An HTTP/2 client takes trailers (gRPC's status lives there), so
         // the HTTP/1.1 hop asks for them (RFC 9110 §10.1.4: TE is
         // hop-by-hop and named in Connection).
