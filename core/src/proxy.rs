@@ -57,6 +57,10 @@ pub const MAX_UPSTREAM_BUFFER_BYTES: usize = 64 * 1024;
 /// by common retry policies (which retry 502, 503, 504), and cannot be
 /// confused with a recorded answer such as a real 404.
 pub const MISS_STATUS: u16 = 599;
+/// How often a request an HTTP/2 upstream refused unprocessed
+/// (REFUSED_STREAM, or past a GOAWAY's last stream) is sent again on a new
+/// connection before the client gets the 502.
+pub const MAX_REFUSED_RETRIES: u8 = 3;
 /// Response header on a miss carrying the live request's fingerprint.
 pub const MISS_FINGERPRINT_HEADER: &str = "x-ouli-fingerprint";
 
@@ -301,6 +305,9 @@ struct ResponseInProgress {
 }
 
 struct RecordExchange {
+    /// How often an HTTP/2 upstream refused this request unprocessed and
+    /// it was sent again on a new connection.
+    retries: u8,
     request: Request,
     upstream: UpstreamLeg,
     response: ResponseProgress,
@@ -1343,6 +1350,7 @@ impl Connection {
             self.h2_upstream = None;
             self.out.push_back(Output::OpenUpstream);
             self.phase = Phase::Record(Box::new(RecordExchange {
+                retries: 0,
                 request,
                 upstream: UpstreamLeg::Connecting,
                 response: ResponseProgress::AwaitingHead,
@@ -1361,6 +1369,7 @@ impl Connection {
             None => Err("the HTTP/2 upstream connection is gone".into()),
         };
         self.phase = Phase::Record(Box::new(RecordExchange {
+            retries: 0,
             request,
             upstream: UpstreamLeg::Connected(UpstreamWire::H2),
             response: ResponseProgress::AwaitingHead,
@@ -1382,6 +1391,18 @@ impl Connection {
             {
                 Some(Ok(ev)) => self.on_response_event(now, ev),
                 Some(Err(reason)) => {
+                    let refused = self.h2_upstream.as_ref().is_some_and(|l| l.was_refused());
+                    if refused && ex.retries < MAX_REFUSED_RETRIES {
+                        // Not processed (RFC 9113 §8.7), typically racing a
+                        // GOAWAY: send it again on a new connection.
+                        ex.retries += 1;
+                        ex.upstream = UpstreamLeg::Connecting;
+                        self.h2_upstream = None;
+                        self.out
+                            .push_back(Output::ReleaseUpstream { reusable: false });
+                        self.out.push_back(Output::OpenUpstream);
+                        return false;
+                    }
                     self.upstream_broke(reason);
                     false
                 }
@@ -1607,6 +1628,7 @@ impl Connection {
             request,
             response,
             upstream,
+            ..
         } = ex;
         let ResponseProgress::Body(resp) = response else {
             return;

@@ -388,3 +388,93 @@ fn a_wire_not_offered_is_refused() {
     assert!(c.to_upstream.is_empty());
     assert!(String::from_utf8_lossy(&c.to_client).starts_with("HTTP/1.1 502 "));
 }
+
+/// A request the HTTP/2 upstream refused unprocessed (GOAWAY below its
+/// stream, or REFUSED_STREAM) is sent again on a new connection, at most
+/// `MAX_REFUSED_RETRIES` times; then the client gets the 502.
+#[test]
+fn refused_requests_go_again_on_a_new_connection() {
+    use ouli_core::h2::ErrorCode;
+    use ouli_core::proxy::MAX_REFUSED_RETRIES;
+    let t0 = Instant::now();
+    let mut conn = Connection::new(settings(UpstreamProtocol::H2c, false), None, t0);
+    let mut c = Collected::default();
+    conn.handle_client_bytes(t0, b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
+    drain(&mut conn, &mut c);
+    // Refused by GOAWAY, then by REFUSED_STREAM, then answered.
+    for refusal in 0..3 {
+        assert_eq!(c.opened, refusal + 1);
+        conn.upstream_connected(t0);
+        drain(&mut conn, &mut c);
+        let mut upstream = H2::server(t0);
+        upstream.handle_bytes(t0, &std::mem::take(&mut c.to_upstream));
+        let mut stream = None;
+        while let Some(ev) = upstream.poll_event() {
+            if let H2Event::RequestHeaders { stream: s, .. } = ev {
+                stream = Some(s);
+            }
+        }
+        let stream = stream.expect("the request arrives on each connection");
+        match refusal {
+            0 => upstream.go_away(ErrorCode::NO_ERROR),
+            1 => {
+                upstream.reset(stream, ErrorCode::REFUSED_STREAM);
+            }
+            _ => {
+                upstream.send_response(stream, 200, &[], false).unwrap();
+                upstream.send_data(stream, b"third time", true).unwrap();
+            }
+        }
+        let mut answer = Vec::new();
+        pump_h2(&mut upstream, &mut answer);
+        if refusal == 0 {
+            // A graceful GOAWAY that processed nothing (last stream 0).
+            answer.clear();
+            let mut goaway = bytes::BytesMut::new();
+            ouli_core::h2::frame::Frame::Settings {
+                ack: false,
+                params: vec![],
+            }
+            .encode(&mut goaway);
+            ouli_core::h2::frame::Frame::GoAway {
+                last_stream: 0,
+                code: ErrorCode::NO_ERROR,
+                debug: Bytes::new(),
+            }
+            .encode(&mut goaway);
+            answer.extend_from_slice(&goaway);
+        }
+        conn.handle_upstream_bytes(t0, &answer);
+        drain(&mut conn, &mut c);
+    }
+    let text = String::from_utf8_lossy(&c.to_client).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 200 ") && text.ends_with("a\r\nthird time\r\n0\r\n\r\n"),
+        "{text}"
+    );
+    assert_eq!(c.stored.len(), 1);
+
+    // Refused every time: 502 after the retries.
+    let mut conn = Connection::new(settings(UpstreamProtocol::H2c, false), None, t0);
+    let mut c = Collected::default();
+    conn.handle_client_bytes(t0, b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+    drain(&mut conn, &mut c);
+    for _ in 0..=MAX_REFUSED_RETRIES {
+        conn.upstream_connected(t0);
+        drain(&mut conn, &mut c);
+        let mut upstream = H2::server(t0);
+        upstream.handle_bytes(t0, &std::mem::take(&mut c.to_upstream));
+        while upstream.poll_event().is_some() {}
+        upstream.reset(1, ErrorCode::REFUSED_STREAM);
+        let mut answer = Vec::new();
+        pump_h2(&mut upstream, &mut answer);
+        conn.handle_upstream_bytes(t0, &answer);
+        drain(&mut conn, &mut c);
+    }
+    assert_eq!(c.opened, usize::from(MAX_REFUSED_RETRIES) + 1);
+    let text = String::from_utf8_lossy(&c.to_client).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 502 ") && text.contains("REFUSED_STREAM"),
+        "{text}"
+    );
+}

@@ -43,6 +43,9 @@ pub(super) struct H2Upstream {
     events: VecDeque<Result<ResponseEvent, String>>,
     /// The upstream sent GOAWAY or broke the connection: no new requests.
     going_away: bool,
+    /// The last request failed unprocessed (REFUSED_STREAM, or past the
+    /// last stream of a GOAWAY, RFC 9113 §8.7): safe to send again.
+    refused: bool,
 }
 
 impl H2Upstream {
@@ -56,7 +59,14 @@ impl H2Upstream {
             unsent: Bytes::new(),
             events: VecDeque::new(),
             going_away: false,
+            refused: false,
         }
+    }
+
+    /// Whether the request whose failure was just reported was refused
+    /// unprocessed, so it may be sent again on a new connection.
+    pub(super) fn was_refused(&self) -> bool {
+        self.refused
     }
 
     /// Whether another request can go over this connection.
@@ -97,6 +107,7 @@ impl H2Upstream {
             .map_err(|e| format!("cannot open an HTTP/2 stream to the upstream: {e}"))?;
         self.stream = Some(id);
         self.answer = Answer::AwaitingHead;
+        self.refused = false;
         self.head_request = &method[..] == b"HEAD";
         self.unsent = body;
         self.events.clear();
@@ -243,6 +254,8 @@ impl H2Upstream {
                 self.end();
             }
             H2Event::StreamReset { stream, code, .. } if ours(stream) => {
+                self.refused =
+                    code == ErrorCode::REFUSED_STREAM && self.answer == Answer::AwaitingHead;
                 self.fail(format!("the upstream reset the HTTP/2 stream ({code:?})"));
             }
             H2Event::SendCapacity { stream } if ours(stream) => self.send_unsent(),
