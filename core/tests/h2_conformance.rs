@@ -1090,6 +1090,21 @@ fn http_duplicate_pseudo_header() {
     malformed(&[GET[0], GET[1], GET[2], GET[3], (":path", "/again")]);
 }
 
+/// Found by the h2_differential fuzz target (h2 resets it, we accepted
+/// it): we never send SETTINGS_ENABLE_CONNECT_PROTOCOL, so `:protocol`
+/// is not defined on our connections (RFC 8441 §3, RFC 9113 §8.3).
+#[test]
+fn http_protocol_without_extended_connect_setting() {
+    malformed(&[
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        GET[1],
+        GET[2],
+        (":path", "/chat"),
+    ]);
+    malformed(&[GET[0], GET[1], GET[2], GET[3], (":protocol", "websocket")]);
+}
+
 #[test]
 fn http_pseudo_header_after_regular() {
     malformed(&[GET[0], GET[1], GET[2], ("accept", "*/*"), GET[3]]);
