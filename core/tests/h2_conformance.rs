@@ -445,6 +445,35 @@ fn stream_frames_after_our_reset_are_ignored() {
     assert_eq!(events, vec![]);
 }
 
+/// Found by the h2_differential fuzz target (h2 sends one RST_STREAM, we
+/// sent one per frame): a malformed frame on a stream we already reset is
+/// ignored like any other frame on it (§5.1), not answered again.
+#[test]
+fn stream_malformed_frames_after_our_reset_get_no_second_rst() {
+    let mut p = Peer::server();
+    p.headers(3, GET, true);
+    p.drain();
+    let self_dependent = Frame::Priority {
+        stream: 1,
+        priority: Priority {
+            dependency: 1,
+            exclusive: false,
+            weight: 15,
+        },
+    };
+    p.send(&self_dependent);
+    let (frames, _) = p.drain();
+    assert_eq!(rst(&frames, 1), Some(ErrorCode::PROTOCOL_ERROR));
+    p.send(&self_dependent);
+    p.send(&Frame::WindowUpdate {
+        stream: 1,
+        increment: 0,
+    });
+    let (frames, events) = p.drain();
+    assert_eq!(frames, vec![]);
+    assert_eq!(events, vec![]);
+}
+
 #[test]
 fn stream_data_after_the_peers_reset() {
     let mut p = Peer::server();

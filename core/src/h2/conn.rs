@@ -883,6 +883,14 @@ impl Connection {
                 // RST_STREAM may not be sent on an idle stream (§6.4).
                 self.connection_error(H2Error::connection(e.code, e.rule));
             }
+            ErrorScope::Stream(id)
+                if !self.streams.contains_key(&id)
+                    && self.recently(id) == Some(Closed::ResetByUs) =>
+            {
+                // We already sent RST_STREAM on it: frames on it are
+                // ignored from then on (§5.1, "closed"), malformed ones
+                // too; a second RST_STREAM would answer what we must ignore.
+            }
             ErrorScope::Stream(id) => {
                 self.write_frame(&Frame::RstStream {
                     stream: id,
