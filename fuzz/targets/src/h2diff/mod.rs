@@ -75,8 +75,9 @@
 //!   of the block, so a frame interrupting that block (§6.10: a
 //!   connection error, ours) is not inside a block to h2.
 //! * **h2 skips decoding a self-dependent HEADERS** (it returns the
-//!   stream error first, §5.3.1), so its HPACK table is no longer the
-//!   client's (§4.3): nothing after such a frame is compared.
+//!   stream error first, §5.3.1), so it misses an HPACK error in that
+//!   block and its HPACK table is no longer the client's (§4.3): nothing
+//!   from such a frame on is compared.
 //! * **Frames on a stream we reset**: we ignore them (§5.1, "MUST
 //!   ignore"); h2 may call one an error (§5.1 lets it limit that period).
 //! * **Limits**, each an endpoint's own (§10.5; §6.5.2 makes
@@ -802,6 +803,11 @@ impl Diff {
         // h2 allows a dynamic table size update at the start of every
         // fragment it decodes, not only of the block (RFC 7541 §4.2).
         if rule.contains("table size update not at the start") && info.continuations > 0 {
+            return Flow::Stop;
+        }
+        // A self-dependent HEADERS: h2 resets the stream without decoding
+        // the block (§5.3.1 first), so it never sees an HPACK error in it.
+        if info.self_dependent {
             return Flow::Stop;
         }
         // A frame that interrupts a header block h2 has let go of: h2
