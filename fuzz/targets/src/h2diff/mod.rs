@@ -114,7 +114,9 @@
 //!   from `:authority` (§8.3.1, a SHOULD), a malformed field (repeated or
 //!   late pseudo-header, connection-specific field, §8.2.2, §8.3) decoded
 //!   from a fragment that ends inside the next field (h2 reports the
-//!   decoder's "need more" and drops its own verdict), and, in trailers,
+//!   decoder's "need more" and drops its own verdict), a field with an
+//!   empty name in a block that came in fragments (h2 takes it for "need
+//!   more" and loses it), and, in trailers,
 //!   pseudo-header fields (§8.1; h2 drops them) and edge whitespace.
 //! * **Stream resets on a stream the other side had reset already**: no
 //!   second RST_STREAM is owed (§5.1), whether one is sent is not
@@ -944,6 +946,12 @@ fn ours_refuses_request(
     continuations: usize,
 ) -> Option<&'static str> {
     let has = |name: &str| block.is_some_and(|b| b.iter().any(|f| f.is(name)));
+    if continuations > 0 && block.is_some_and(|b| b.iter().any(|f| f.name.is_empty())) {
+        // h2 reads an empty field name as "need more" (hpack/header.rs),
+        // which a fragment that is not the last tolerates: the field is
+        // lost instead of making the request malformed (§8.2.1).
+        return Some("empty field name in a fragmented block");
+    }
     if continuations > 0 && block.is_some_and(h2_load_malformed) {
         // h2's HeaderBlock::load returns the decoder's NeedMore before
         // its "malformed" verdict: a fragment that ends inside a field
