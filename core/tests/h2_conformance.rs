@@ -578,6 +578,36 @@ fn stream_other_frame_inside_header_block() {
     expect_connection_error(&mut p, ErrorCode::PROTOCOL_ERROR);
 }
 
+/// Found by the h2_differential fuzz target: a frame the decoder rejects
+/// with a stream error (here a self-dependent PRIORITY on a stream we had
+/// reset, which is otherwise ignored) inside a header block went by, and
+/// the block carried on.
+#[test]
+fn stream_malformed_frame_inside_header_block() {
+    let mut p = Peer::server();
+    p.headers(3, &[GET[0]], true);
+    let (frames, _) = p.drain();
+    assert_eq!(rst(&frames, 3), Some(ErrorCode::PROTOCOL_ERROR));
+    let block = p.block(GET);
+    p.send(&Frame::Headers {
+        stream: 5,
+        priority: None,
+        block,
+        end_stream: true,
+        end_headers: false,
+        padding: None,
+    });
+    p.send(&Frame::Priority {
+        stream: 3,
+        priority: Priority {
+            dependency: 3,
+            exclusive: false,
+            weight: 15,
+        },
+    });
+    expect_connection_error(&mut p, ErrorCode::PROTOCOL_ERROR);
+}
+
 #[test]
 fn stream_continuation_on_other_stream() {
     let mut p = Peer::server();

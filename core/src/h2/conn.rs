@@ -871,6 +871,16 @@ impl Connection {
                         self.on_error(now, e);
                     }
                 }
+                // Inside a header block only a CONTINUATION may come
+                // (§6.10): a frame the decoder rejects with a stream error
+                // (a bad PRIORITY, a zero WINDOW_UPDATE) still ends the
+                // connection.
+                Err(e) if self.continuation.is_some() && !e.is_connection_error() => {
+                    self.connection_error(H2Error::connection(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "frame other than CONTINUATION inside a header block (§6.10)",
+                    ));
+                }
                 Err(e) => self.on_error(now, e),
             }
         }
