@@ -445,6 +445,35 @@ fn stream_frames_after_our_reset_are_ignored() {
     assert_eq!(events, vec![]);
 }
 
+/// Found by the h2_differential fuzz target (h2 sends one RST_STREAM, we
+/// sent one per frame): a malformed frame on a stream we already reset is
+/// ignored like any other frame on it (§5.1), not answered again.
+#[test]
+fn stream_malformed_frames_after_our_reset_get_no_second_rst() {
+    let mut p = Peer::server();
+    p.headers(3, GET, true);
+    p.drain();
+    let self_dependent = Frame::Priority {
+        stream: 1,
+        priority: Priority {
+            dependency: 1,
+            exclusive: false,
+            weight: 15,
+        },
+    };
+    p.send(&self_dependent);
+    let (frames, _) = p.drain();
+    assert_eq!(rst(&frames, 1), Some(ErrorCode::PROTOCOL_ERROR));
+    p.send(&self_dependent);
+    p.send(&Frame::WindowUpdate {
+        stream: 1,
+        increment: 0,
+    });
+    let (frames, events) = p.drain();
+    assert_eq!(frames, vec![]);
+    assert_eq!(events, vec![]);
+}
+
 #[test]
 fn stream_data_after_the_peers_reset() {
     let mut p = Peer::server();
@@ -545,6 +574,36 @@ fn stream_other_frame_inside_header_block() {
     p.send(&Frame::Ping {
         ack: false,
         payload: [0; 8],
+    });
+    expect_connection_error(&mut p, ErrorCode::PROTOCOL_ERROR);
+}
+
+/// Found by the h2_differential fuzz target: a frame the decoder rejects
+/// with a stream error (here a self-dependent PRIORITY on a stream we had
+/// reset, which is otherwise ignored) inside a header block went by, and
+/// the block carried on.
+#[test]
+fn stream_malformed_frame_inside_header_block() {
+    let mut p = Peer::server();
+    p.headers(3, &[GET[0]], true);
+    let (frames, _) = p.drain();
+    assert_eq!(rst(&frames, 3), Some(ErrorCode::PROTOCOL_ERROR));
+    let block = p.block(GET);
+    p.send(&Frame::Headers {
+        stream: 5,
+        priority: None,
+        block,
+        end_stream: true,
+        end_headers: false,
+        padding: None,
+    });
+    p.send(&Frame::Priority {
+        stream: 3,
+        priority: Priority {
+            dependency: 3,
+            exclusive: false,
+            weight: 15,
+        },
     });
     expect_connection_error(&mut p, ErrorCode::PROTOCOL_ERROR);
 }
@@ -1088,6 +1147,21 @@ fn http_response_pseudo_header_in_request() {
 #[test]
 fn http_duplicate_pseudo_header() {
     malformed(&[GET[0], GET[1], GET[2], GET[3], (":path", "/again")]);
+}
+
+/// Found by the h2_differential fuzz target (h2 resets it, we accepted
+/// it): we never send SETTINGS_ENABLE_CONNECT_PROTOCOL, so `:protocol`
+/// is not defined on our connections (RFC 8441 §3, RFC 9113 §8.3).
+#[test]
+fn http_protocol_without_extended_connect_setting() {
+    malformed(&[
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        GET[1],
+        GET[2],
+        (":path", "/chat"),
+    ]);
+    malformed(&[GET[0], GET[1], GET[2], GET[3], (":protocol", "websocket")]);
 }
 
 #[test]

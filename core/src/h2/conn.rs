@@ -123,7 +123,10 @@ pub struct RequestPseudo {
     pub authority: Option<Bytes>,
     /// `:path` (absent for CONNECT).
     pub path: Option<Bytes>,
-    /// `:protocol` (extended CONNECT, RFC 8441).
+    /// `:protocol` (extended CONNECT, RFC 8441). Sent by the client
+    /// role when set; never set on a request the server role accepts,
+    /// since it does not offer SETTINGS_ENABLE_CONNECT_PROTOCOL (a request
+    /// with `:protocol` is malformed there).
     pub protocol: Option<Bytes>,
 }
 
@@ -868,6 +871,16 @@ impl Connection {
                         self.on_error(now, e);
                     }
                 }
+                // Inside a header block only a CONTINUATION may come
+                // (§6.10): a frame the decoder rejects with a stream error
+                // (a bad PRIORITY, a zero WINDOW_UPDATE) still ends the
+                // connection.
+                Err(e) if self.continuation.is_some() && !e.is_connection_error() => {
+                    self.connection_error(H2Error::connection(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "frame other than CONTINUATION inside a header block (§6.10)",
+                    ));
+                }
                 Err(e) => self.on_error(now, e),
             }
         }
@@ -879,6 +892,14 @@ impl Connection {
             ErrorScope::Stream(id) if self.is_idle(id) => {
                 // RST_STREAM may not be sent on an idle stream (§6.4).
                 self.connection_error(H2Error::connection(e.code, e.rule));
+            }
+            ErrorScope::Stream(id)
+                if !self.streams.contains_key(&id)
+                    && self.recently(id) == Some(Closed::ResetByUs) =>
+            {
+                // We already sent RST_STREAM on it: frames on it are
+                // ignored from then on (§5.1, "closed"), malformed ones
+                // too; a second RST_STREAM would answer what we must ignore.
             }
             ErrorScope::Stream(id) => {
                 self.write_frame(&Frame::RstStream {
@@ -1775,7 +1796,13 @@ fn parse_request(mut fields: Vec<Header>) -> Result<ParsedRequest, &'static str>
             b":scheme" => &mut pseudo.scheme,
             b":authority" => &mut pseudo.authority,
             b":path" => &mut pseudo.path,
-            b":protocol" => &mut pseudo.protocol,
+            // Extended CONNECT (RFC 8441) is not offered: we never send
+            // SETTINGS_ENABLE_CONNECT_PROTOCOL, so a client may not send
+            // `:protocol` (RFC 8441 §3) and it is a pseudo-header field
+            // this connection does not define (§8.3: malformed).
+            b":protocol" => {
+                return Err(":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3)")
+            }
             _ => return Err("unknown or response pseudo-header in a request (§8.3)"),
         };
         if slot.is_some() {
@@ -1784,8 +1811,7 @@ fn parse_request(mut fields: Vec<Header>) -> Result<ParsedRequest, &'static str>
         *slot = Some(f.value);
     }
     pseudo.method = method.ok_or("request without :method (§8.3.1)")?;
-    let connect = &pseudo.method[..] == b"CONNECT";
-    if connect && pseudo.protocol.is_none() {
+    if &pseudo.method[..] == b"CONNECT" {
         if pseudo.scheme.is_some() || pseudo.path.is_some() || pseudo.authority.is_none() {
             return Err("CONNECT with :scheme or :path, or without :authority (§8.5)");
         }
@@ -1797,9 +1823,6 @@ fn parse_request(mut fields: Vec<Header>) -> Result<ParsedRequest, &'static str>
             None => return Err("request without :path (§8.3.1)"),
             Some(p) if p.is_empty() => return Err("empty :path (§8.3.1)"),
             Some(_) => {}
-        }
-        if pseudo.protocol.is_some() && !connect {
-            return Err(":protocol on a method other than CONNECT (RFC 8441 §4)");
         }
     }
     let content_length = regular_fields(&regular)?;

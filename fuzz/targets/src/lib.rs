@@ -23,6 +23,7 @@
 //! | [`h2_frame`] | HTTP/2 `FrameDecoder`, re-encoding round trip |
 //! | [`hpack_decode`] | HPACK `Decoder` over several blocks sharing one table |
 //! | [`h2_connection`] | an HTTP/2 server connection fed arbitrary bytes after the preface |
+//! | [`h2_differential`] | our HTTP/2 server and the `h2` crate's, fed the same client stream, must agree |
 //!
 //! The connection targets read their input as a [`script::Script`] of
 //! adapter actions; see that module for the byte format.
@@ -32,6 +33,7 @@
 pub mod connection;
 mod h1;
 mod h2;
+pub mod h2diff;
 pub mod script;
 pub mod seeds;
 mod store;
@@ -40,6 +42,7 @@ mod ws;
 pub use connection::{connection_record, connection_replay};
 pub use h1::{chunked, h1_request, h1_response};
 pub use h2::{h2_connection, h2_frame, hpack_decode};
+pub use h2diff::h2_differential;
 pub use store::store_load;
 pub use ws::{ws_frame, ws_handshake};
 
@@ -59,6 +62,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("h2_frame", h2_frame),
     ("hpack_decode", hpack_decode),
     ("h2_connection", h2_connection),
+    ("h2_differential", h2_differential),
 ];
 
 /// How the first byte of a codec target's input cuts the rest into pieces

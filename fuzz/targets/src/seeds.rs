@@ -4,6 +4,7 @@
 //! --test corpus`.
 
 use crate::connection::{client_dictionary, replay_recording, upstream_dictionary};
+use crate::h2diff::input::DiffInput;
 use crate::script::{flags, Action, Script};
 use bytes::{Bytes, BytesMut};
 use ouli_core::h2::frame::{Frame, Setting};
@@ -480,5 +481,221 @@ pub fn seeds() -> Vec<Seed> {
         0xf4, 0xff,
     ]);
     add("hpack_decode", "rfc7541-c4-1", c41);
+
+    for (name, input) in differential_seeds(&conversation) {
+        add("h2_differential", name, input.to_bytes());
+    }
     out
+}
+
+/// Client streams for `h2_differential`: a GET, a POST with DATA, several
+/// streams (one reset, one with trailers), a block in CONTINUATIONs,
+/// padding and priority, a SETTINGS change, HPACK indexing, and the
+/// `h2_frame` conversation as raw bytes.
+fn differential_seeds(conversation: &[u8]) -> Vec<(&'static str, DiffInput)> {
+    use crate::h2diff::input::{req, stream_byte as s, Field, Item, Name, Str};
+    let settings = |params: Vec<(u8, u32)>| Item::Settings { flags: 0, params };
+    let ack = Item::Settings {
+        flags: 1,
+        params: vec![],
+    };
+    let request = |stream, bits, method, fields: Vec<Field>| Item::Request {
+        stream: s(stream),
+        bits,
+        method,
+        path: 1,
+        fragment: 0,
+        fields,
+    };
+    let data = |stream, end: bool, len, fill| Item::Data {
+        stream: s(stream),
+        flags: u8::from(end),
+        pad: 0,
+        len,
+        fill,
+    };
+    let get = [
+        settings(vec![]),
+        ack.clone(),
+        request(
+            1,
+            req::END_STREAM,
+            0,
+            vec![
+                Field::plain("accept", "*/*"),
+                Field::plain("user-agent", "seed"),
+            ],
+        ),
+    ];
+    let post = [
+        settings(vec![(3, 100)]),
+        request(
+            1,
+            0,
+            1,
+            vec![
+                Field::plain("content-type", "application/json"),
+                Field::plain("content-length", "16"),
+            ],
+        ),
+        ack.clone(),
+        data(1, false, 10, b'{'),
+        data(1, true, 6, b'}'),
+    ];
+    let trailers = Item::Block {
+        continuation: false,
+        flags: 0x05,
+        stream: s(5),
+        pad: 0,
+        fields: vec![Field::plain("x-checksum", "42")],
+    };
+    let streams = [
+        settings(vec![]),
+        request(1, 0, 1, vec![]),
+        request(
+            3,
+            0,
+            4,
+            vec![Field::plain("x-a", "1"), Field::plain("x-a", "2")],
+        ),
+        request(5, 0, 1, vec![Field::plain("te", "trailers")]),
+        data(1, false, 100, b'a'),
+        data(3, false, 200, b'b'),
+        Item::Reset {
+            stream: s(3),
+            code: 8,
+        },
+        data(5, false, 7, b'c'),
+        trailers,
+        data(1, true, 0, 0),
+        request(7, req::END_STREAM, 2, vec![]),
+    ];
+    let long = "v".repeat(40);
+    let continuation = [
+        settings(vec![]),
+        Item::Request {
+            stream: s(1),
+            bits: req::END_STREAM,
+            method: 0,
+            path: 2,
+            fragment: 16,
+            fields: vec![
+                Field::plain("x-long", &long),
+                Field::plain("cookie", "a=1"),
+                Field::plain("cookie", "b=2"),
+            ],
+        },
+    ];
+    let padding = [
+        settings(vec![]),
+        Item::Request {
+            stream: s(1),
+            bits: req::PADDED | req::PRIORITY,
+            method: 1,
+            path: 0,
+            fragment: 9,
+            fields: vec![],
+        },
+        Item::Data {
+            stream: s(1),
+            flags: 0x09,
+            pad: 20,
+            len: 3,
+            fill: b'p',
+        },
+        Item::Priority {
+            stream: s(3),
+            dependency: s(1),
+            weight: 255,
+        },
+    ];
+    let settings_change = [
+        settings(vec![
+            (1, 0),
+            (2, 0),
+            (4, 1 << 20),
+            (5, 32_768),
+            (6, 8192),
+            (0x77, 9),
+        ]),
+        Item::Ping { flags: 0 },
+        Item::WindowUpdate {
+            stream: 0,
+            increment: 1 << 16,
+        },
+        request(1, 0, 1, vec![]),
+        Item::WindowUpdate {
+            stream: s(1),
+            increment: 100,
+        },
+        data(1, true, 16_384, b'z'),
+        ack,
+        Item::GoAway { last: 0, code: 0 },
+    ];
+    let indexed = |name: u8, value: &str, mode: u8| Field::Literal {
+        mode,
+        name: Name::Indexed(name),
+        value: Str::Raw(value.as_bytes().to_vec()),
+        huffman: 2,
+    };
+    let hpack = [
+        settings(vec![]),
+        Item::Block {
+            continuation: false,
+            flags: 0x05,
+            stream: s(1),
+            pad: 0,
+            fields: vec![
+                Field::SizeUpdate(1024),
+                Field::Indexed(2),
+                Field::Indexed(7),
+                indexed(1, "example.org", 0),
+                indexed(4, "/a", 0),
+                Field::Literal {
+                    mode: 0,
+                    name: Name::Str(Str::Raw(b"x-cached".to_vec())),
+                    value: Str::Raw(b"yes".to_vec()),
+                    huffman: 3,
+                },
+            ],
+        },
+        Item::Block {
+            continuation: false,
+            flags: 0x05,
+            stream: s(3),
+            pad: 0,
+            fields: vec![
+                Field::Indexed(2),
+                Field::Indexed(7),
+                Field::Indexed(64),
+                Field::Indexed(63),
+                Field::Indexed(62),
+                indexed(58, "seed", 2),
+            ],
+        },
+    ];
+    let raw = conversation
+        .chunks(100)
+        .map(|c| Item::Raw(c.to_vec()))
+        .collect();
+    let input = |items: &[Item]| DiffInput {
+        flags: 0,
+        items: items.to_vec(),
+    };
+    vec![
+        ("get", input(&get)),
+        ("post-data", input(&post)),
+        ("streams", input(&streams)),
+        ("continuation", input(&continuation)),
+        ("padding", input(&padding)),
+        ("settings-change", input(&settings_change)),
+        ("hpack-indexing", input(&hpack)),
+        (
+            "raw-conversation",
+            DiffInput {
+                flags: 0,
+                items: raw,
+            },
+        ),
+    ]
 }
