@@ -1743,17 +1743,37 @@ impl Connection {
 /// `request` as HTTP/1.1 bytes for the upstream: the head as forwarded and
 /// the whole (already read) body with a `Content-Length`.
 fn encode_upstream_request(request: &Request) -> Bytes {
-    let body = &request.body;
-    let framing = if body.is_empty() && header_value(&request.headers, "content-length").is_none() {
+    let had_length = header_value(&request.headers, "content-length").is_some();
+    encode_h1_request(
+        &request.method,
+        &request.target,
+        request.headers.clone(),
+        &request.body,
+        had_length,
+    )
+}
+
+/// An already-read request as HTTP/1.1 bytes for an upstream: the head,
+/// then the whole body framed by `Content-Length`. A bodiless request gets
+/// no framing header unless the client sent one (`had_length`). A
+/// `Content-Length` among `headers` is kept, so it must match `body`.
+fn encode_h1_request(
+    method: &Bytes,
+    target: &Bytes,
+    headers: Vec<Header>,
+    body: &[u8],
+    had_length: bool,
+) -> Bytes {
+    let framing = if body.is_empty() && !had_length {
         BodyFraming::None
     } else {
         BodyFraming::Length(body.len() as u64)
     };
     let head = RequestHead {
-        method: request.method.clone(),
-        target: request.target.clone(),
+        method: method.clone(),
+        target: target.clone(),
         version: Version::Http11,
-        headers: request.headers.clone(),
+        headers,
     };
     let mut buf = BytesMut::with_capacity(512 + body.len());
     encode_request_head(&head, framing, &mut buf);

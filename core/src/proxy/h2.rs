@@ -8,17 +8,17 @@
 //! protocol replays either recording.
 
 use super::{
-    sanitize_header_value, Mode, Output, ProxyEvent, ProxySettings, UpstreamFailure, UpstreamWire,
-    MAX_UPSTREAM_BUFFER_BYTES, MISS_FINGERPRINT_HEADER, MISS_STATUS,
+    encode_h1_request, sanitize_header_value, Mode, Output, ProxyEvent, ProxySettings,
+    UpstreamFailure, UpstreamWire, MAX_UPSTREAM_BUFFER_BYTES, MISS_FINGERPRINT_HEADER, MISS_STATUS,
 };
 use crate::engine::{
     fingerprint, redact_request, redact_response, test_name, Lookup, MissReport, ReplayIndex,
     TEST_NAME_ALIAS_HEADER, TEST_NAME_HEADER,
 };
-use crate::h1::{encode_request_head, BodyFraming, BodyKind, ResponseDecoder, ResponseEvent};
+use crate::h1::{BodyKind, ResponseDecoder, ResponseEvent};
 use crate::h2::conn::{Connection as H2Connection, H2Event, RequestPseudo};
 use crate::h2::ErrorCode;
-use crate::message::{header_value, is_hop_by_hop, list_contains, Header, RequestHead, Version};
+use crate::message::{header_value, is_hop_by_hop, list_contains, Header, Version};
 use crate::store::{Framing, Interaction, RecordedRequest, RecordedResponse};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -903,13 +903,9 @@ impl H2Session {
         else {
             return;
         };
-        let framing = if stream.body.is_empty()
-            && header_value(&stream.headers, "content-length").is_none()
-        {
-            BodyFraming::None
-        } else {
-            BodyFraming::Length(stream.body.len() as u64)
-        };
+        // The body is whole: its length is the framing, whatever the
+        // client's `content-length` said.
+        let had_length = header_value(&stream.headers, "content-length").is_some();
         // `host` (the upstream authority) first, as stored.
         let mut headers: Vec<Header> = stream
             .headers
@@ -939,15 +935,13 @@ impl H2Session {
         // hop-by-hop and named in Connection).
         headers.push(Header::new("te", "trailers"));
         headers.push(Header::new("connection", "te"));
-        let head = RequestHead {
-            method: stream.method.clone(),
-            target: stream.target.clone(),
-            version: Version::Http11,
+        let bytes = encode_h1_request(
+            &stream.method,
+            &stream.target,
             headers,
-        };
-        let mut buf = BytesMut::with_capacity(512 + stream.body.len());
-        encode_request_head(&head, framing, &mut buf);
-        buf.extend_from_slice(&stream.body);
+            &stream.body,
+            had_length,
+        );
         leg.responses.begin_response(&stream.method[..] == b"HEAD");
         leg.current = Some(id);
         leg.reusable = true;
@@ -955,7 +949,7 @@ impl H2Session {
         stream.upstream_stream = Some(H1_EXCHANGE);
         stream.upstream_deadline = Some(now + ctx.settings.upstream_response_timeout);
         self.upstream_to_client.insert(H1_EXCHANGE, id);
-        out.push_back(Output::ToUpstream(buf.freeze()));
+        out.push_back(Output::ToUpstream(bytes));
     }
 
     /// One event of the HTTP/1.1 upstream's answer to the current stream.
