@@ -4,11 +4,10 @@
 
 use crate::buffer_pool::BufferPool;
 use crate::runtime::Runtime;
-use crate::sync::{race, Either};
+use crate::sync::{race, Either, FairPermit, FairSemaphore};
 use crate::tcp::{literal_addr, resolve, TcpTuning};
 use crate::tls::{check_alpn, describe_error, describe_io_error, UpstreamTls};
 use crate::transport::Transport;
-use async_lock::{Semaphore, SemaphoreGuardArc};
 use ouli_core::proxy::{UpstreamFailure, UpstreamWire};
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -141,22 +140,24 @@ impl<R: Runtime> UpstreamPool<R> {
 
 /// The limit on upstream requests in flight across all endpoints: a
 /// semaphore taken from `OpenUpstream` to `ReleaseUpstream`, waited for at
-/// most a timeout.
+/// most a timeout. Waiters are served in arrival order ([`FairSemaphore`]),
+/// so under overload a request waits for the ones queued before it, not
+/// for as long as newcomers keep taking the freed slots.
 pub struct InFlightLimit {
-    permits: Arc<Semaphore>,
+    permits: Arc<FairSemaphore>,
     limit: usize,
     timeout: Duration,
 }
 
 /// One upstream request in flight; dropping it frees the slot.
-pub type InFlightPermit = SemaphoreGuardArc;
+pub type InFlightPermit = FairPermit;
 
 impl InFlightLimit {
     /// At most `limit` requests in flight; a request waits at most `timeout`
     /// for a free slot.
     pub fn new(limit: usize, timeout: Duration) -> Self {
         InFlightLimit {
-            permits: Arc::new(Semaphore::new(limit)),
+            permits: Arc::new(FairSemaphore::new(limit)),
             limit,
             timeout,
         }
@@ -165,11 +166,11 @@ impl InFlightLimit {
     /// A slot, or [`UpstreamFailure::Overloaded`] (503) with the reason when
     /// none frees up within the timeout.
     pub async fn acquire<R: Runtime>(&self) -> Result<InFlightPermit, UpstreamFailure> {
-        if let Some(permit) = self.permits.try_acquire_arc() {
+        if let Some(permit) = self.permits.try_acquire() {
             return Ok(permit);
         }
         let deadline = Instant::now() + self.timeout;
-        match race(self.permits.acquire_arc(), R::sleep_until(deadline)).await {
+        match race(self.permits.acquire(), R::sleep_until(deadline)).await {
             Either::Left(permit) => Ok(permit),
             Either::Right(()) => Err(UpstreamFailure::Overloaded(format!(
                 "Ouli is overloaded: {} upstream requests are in flight and none finished \
