@@ -133,7 +133,7 @@ pub(crate) async fn serve<R: Runtime>(
                 Output::Store {
                     test_name,
                     interaction,
-                } => Box::pin(store::<R>(shared, test_name, *interaction)).await,
+                } => Box::pin(store(shared, test_name, *interaction)).await,
                 Output::Event(event) => shared.stats.observe(&event),
                 Output::CloseClient => {
                     if client.is_tls() {
@@ -149,7 +149,7 @@ pub(crate) async fn serve<R: Runtime>(
                             Output::Store {
                                 test_name,
                                 interaction,
-                            } => Box::pin(store::<R>(shared, test_name, *interaction)).await,
+                            } => Box::pin(store(shared, test_name, *interaction)).await,
                             _ => {}
                         }
                     }
@@ -319,21 +319,15 @@ async fn open_upstream<R: Runtime>(
     ))
 }
 
-/// Writes one interaction on a blocking thread; the connection waits for it,
-/// so the file is on disk before the next request on it is read.
-async fn store<R: Runtime>(shared: &Shared, test_name: String, interaction: Interaction) {
-    let Some(recorder) = shared.recorder.clone() else {
+/// Writes one interaction on the recorder's thread; the connection waits
+/// for it, so the file is on disk before the next request on it is read.
+async fn store(shared: &Shared, test_name: String, interaction: Interaction) {
+    let Some(writer) = &shared.record_writer else {
         return;
     };
-    let name = test_name.clone();
     // Counted until written, so a shutdown waits for the file.
     let writing = shared.stores.enter();
-    let result = R::spawn_blocking(move || {
-        let result = recorder.store(&name, interaction);
-        drop(writing);
-        result
-    })
-    .await;
+    let result = writer.store(test_name.clone(), interaction, writing).await;
     match result {
         Ok(path) => {
             tracing::debug!(test = %test_name, path = %path.display(), "recording written")

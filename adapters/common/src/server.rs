@@ -7,7 +7,7 @@ use crate::buffer_pool::BufferPool;
 use crate::config::{Config, EndpointConfig, SourceType};
 use crate::driver::{accept, serve};
 use crate::endpoint::{load_auto, load_replay_index, proxy_settings};
-use crate::recorder::Recorder;
+use crate::recorder::{RecordWriter, Recorder};
 use crate::recording_dir::{LoadError, RecordingDir};
 use crate::runtime::Runtime;
 use crate::stats::{Stats, StatsSnapshot};
@@ -80,6 +80,9 @@ pub enum StartError {
         /// The reason, naming the file or field.
         message: String,
     },
+    /// The recording writer's thread could not be started (record and auto
+    /// modes).
+    RecordWriter(io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -88,6 +91,9 @@ impl std::fmt::Display for StartError {
             StartError::Load(e) => write!(f, "cannot load recordings: {e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Tls { addr, message } => write!(f, "endpoint {addr}: TLS: {message}"),
+            StartError::RecordWriter(e) => {
+                write!(f, "cannot start the thread that writes recordings: {e}")
+            }
         }
     }
 }
@@ -98,6 +104,8 @@ impl std::error::Error for StartError {}
 pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     pub(crate) recorder: Option<Arc<Recorder>>,
+    /// Stores for the connections' tasks, on the recorder's own thread.
+    pub(crate) record_writer: Option<RecordWriter>,
     pub(crate) index: Option<Arc<ReplayIndex>>,
     pub(crate) buffers: BufferPool,
     pub(crate) in_flight: InFlightLimit,
@@ -232,9 +240,16 @@ impl<R: Runtime> ProxyBuilder<R> {
                 (Some(Arc::new(index)), Some(Arc::new(recorder)))
             }
         };
+        let record_writer = match &recorder {
+            Some(recorder) => {
+                Some(RecordWriter::start(Arc::clone(recorder)).map_err(StartError::RecordWriter)?)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             stats: Arc::new(Stats::default()),
             recorder,
+            record_writer,
             index,
             buffers: BufferPool::new(),
             in_flight: InFlightLimit::new(
