@@ -5,12 +5,13 @@
 #   benches/load.sh --smoke    # ~1 s per figure: checks that everything works
 #   benches/load.sh --only h1-64,h2 --seconds 5   # a subset (printed, not written)
 #
-# Needs wrk and h2load (Debian: apt-get install -y wrk nghttp2-client) and
-# oha (cargo install oha --locked); without oha the fixed-rate latency row
-# reports the error. Everything else is built here: Ouli in release for
-# each runtime (tokio, smol, async-std), and ouli-bench (benches/load/),
-# which starts the hyper server, the WebSocket echo server and Ouli,
-# drives the load generators, and prints the table.
+# Its tools are installed here when missing: wrk and h2load from Debian
+# (apt-get install wrk nghttp2-client, as root) and oha from crates.io
+# (cargo install oha --locked, about 3 minutes once). Everything else is
+# built here: Ouli in release for each runtime (tokio, smol, async-std),
+# and ouli-bench (benches/load/), which starts the hyper server, the
+# WebSocket echo server and Ouli, drives the load generators, and prints
+# the table.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,13 +24,32 @@ for arg in "$@"; do
     [ "$arg" = "--smoke" ] && smoke=1
 done
 
-for tool in wrk h2load; do
-    command -v "$tool" >/dev/null || {
-        echo "load.sh: $tool not found (apt-get install -y wrk nghttp2-client)" >&2
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$PATH:$cargo_bin"
+have() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+        echo "load.sh: apt-get install -y $*" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 ||
+            { apt-get update >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1; } ||
+            true
+    fi
+}
+have wrk || apt_install wrk
+have h2load || apt_install nghttp2-client
+if ! have oha; then
+    echo "load.sh: cargo install oha --locked (into $cargo_bin)" >&2
+    cargo install oha --locked --root "${CARGO_HOME:-$HOME/.cargo}" || true
+fi
+for tool in wrk h2load oha; do
+    have "$tool" || {
+        echo "load.sh: $tool is missing and could not be installed" \
+            "(apt-get install -y wrk nghttp2-client; cargo install oha --locked)" >&2
         exit 1
     }
 done
-OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+OHA="$(command -v oha)"
 
 # One release build per runtime; each overwrites target/release/ouli, so
 # keep a copy of each.

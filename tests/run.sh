@@ -46,3 +46,12 @@ cargo test --workspace
 if [ -n "${CI:-}" ] || [ -n "${OULI_FUZZ:-}" ]; then
     fuzz/run.sh "${OULI_FUZZ_SECONDS:-15}"
 fi
+
+# The load bench's smoke run (benches/load.sh --smoke: every figure for
+# about 1 s, failing if one cannot be taken or a replay server misses),
+# on CI and with OULI_BENCH_SMOKE=1. It builds Ouli in release for each
+# runtime and installs wrk, h2load and oha if missing (about 8 minutes in
+# all from a fresh clone); it checks that the bench works, not how fast.
+if [ -n "${CI:-}" ] || [ -n "${OULI_BENCH_SMOKE:-}" ]; then
+    benches/load.sh --smoke
+fi
