@@ -55,6 +55,15 @@ pub struct RunArgs {
     /// Skip Ouli in record mode.
     #[arg(long)]
     no_record: bool,
+    /// Rounds of every load figure (default 2, or 1 with --smoke): each
+    /// round measures every server back to back, and the table keeps each
+    /// server's best round. Interference from other work on shared cores
+    /// only ever slows a run down, so the best of a few rounds is the
+    /// figure least bent by it; every server gets the same rounds, and a
+    /// round with errors marks the figure. The idle-memory figure, taken
+    /// on fresh processes, has one round.
+    #[arg(long)]
+    rounds: Option<u32>,
     /// The oha binary (fixed-rate latency).
     #[arg(long, default_value = "oha")]
     oha: String,
@@ -173,6 +182,28 @@ impl Metric {
         }
     }
 
+    /// Latencies, times, CPU and memory: smaller is better.
+    fn lower_is_better(self) -> bool {
+        matches!(
+            self,
+            Metric::FixedP50
+                | Metric::FixedP99
+                | Metric::FixedP99Whole
+                | Metric::FixedCpu
+                | Metric::FixedLowP50
+                | Metric::FixedLowP99
+                | Metric::FixedLowP99Whole
+                | Metric::FixedLowCpu
+                | Metric::H2P50
+                | Metric::H2P99
+                | Metric::SetupP50
+                | Metric::SetupFirstP50
+                | Metric::SetupP99
+                | Metric::SetupWarmP50
+                | Metric::IdleKb
+        )
+    }
+
     fn format(self, v: f64) -> String {
         match self {
             Metric::FixedP50
@@ -214,6 +245,25 @@ fn thousands(v: f64) -> String {
 struct Cell {
     value: f64,
     note: Option<String>,
+}
+
+impl Cell {
+    /// The better of two rounds' figures; a note from either stays, so a
+    /// figure with errors in any round never passes a check.
+    fn best_with(self, other: Cell, lower_is_better: bool) -> Cell {
+        let other_wins = match (self.value.is_nan(), other.value.is_nan()) {
+            (true, _) => true,
+            (false, true) => false,
+            (false, false) if lower_is_better => other.value < self.value,
+            (false, false) => other.value > self.value,
+        };
+        let note = match (self.note, other.note) {
+            (Some(a), Some(b)) if a != b => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+        let value = if other_wins { other.value } else { self.value };
+        Cell { value, note }
+    }
 }
 
 /// A column of the table.
@@ -334,6 +384,8 @@ fn address_in(line: &str) -> Option<SocketAddr> {
 struct Bench {
     args: RunArgs,
     seconds: u64,
+    /// Rounds of each load figure (see `RunArgs::rounds`).
+    rounds: u32,
     work: PathBuf,
     me: PathBuf,
     /// Every command run, with addresses replaced by `$ADDR`.
@@ -373,7 +425,7 @@ impl Bench {
         let line = line.replace(&self.work.display().to_string(), "$WORK");
         // Scratch names carry a serial number (record-7, h2load-12.log).
         let mut line = line;
-        for prefix in ["/record-", "/h2load-"] {
+        for prefix in ["/record-", "/h2load-", "/oha-"] {
             let mut out = String::new();
             let mut rest = line.as_str();
             while let Some(i) = rest.find(prefix) {
@@ -802,6 +854,7 @@ struct Served {
 pub fn run(args: RunArgs) {
     let nofile = raise_nofile();
     let seconds = args.seconds.unwrap_or(if args.smoke { 1 } else { 8 });
+    let rounds = args.rounds.unwrap_or(if args.smoke { 1 } else { 2 }).max(1);
     let work = std::env::temp_dir().join(format!("ouli-load-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work dir");
@@ -809,6 +862,7 @@ pub fn run(args: RunArgs) {
     let mut b = Bench {
         args,
         seconds,
+        rounds,
         work: work.clone(),
         me,
         commands: Vec::new(),
@@ -969,10 +1023,18 @@ pub fn run(args: RunArgs) {
         Proc2::Ws,
     ];
     let setup_n = if b.args.smoke { 300 } else { 2000 };
-    for procedure in procedures {
+    let rounds = b.rounds;
+    let runs = procedures.iter().flat_map(|p| {
+        let n = if *p == Proc2::Idle { 1 } else { rounds };
+        (0..n).map(move |round| (*p, round))
+    });
+    for (procedure, round) in runs {
         let key = procedure.key();
         if !b.args.only.is_empty() && !b.args.only.iter().any(|o| key.contains(o.as_str())) {
             continue;
+        }
+        if rounds > 1 {
+            eprintln!("ouli-bench: {key}, round {} of {rounds}", round + 1);
         }
         for (si, subject) in subjects.iter().enumerate() {
             let mut record_proc = None;
@@ -1172,7 +1234,11 @@ pub fn run(args: RunArgs) {
                         metric.label().trim()
                     ));
                 }
-                b.results[si].1.insert(metric, cell);
+                let kept = match b.results[si].1.remove(&metric) {
+                    Some(earlier) => earlier.best_with(cell, metric.lower_is_better()),
+                    None => cell,
+                };
+                b.results[si].1.insert(metric, kept);
             }
             if let Some((p, dir)) = record_proc {
                 // Record mode finishes writing what it recorded before it
@@ -1336,8 +1402,10 @@ fn report(b: &Bench, elapsed: Duration, load_before: &str, load_after: &str) -> 
     };
     let _ = writeln!(
         s,
-        "### Results{title}\n\n{} s per load run{}; run took {:.0} s; load average before: {}, after: {}.\n",
+        "### Results{title}\n\n{} s per load run, best of {} round(s) per server{}; run took {:.0} s; \
+         load average before: {}, after: {}.\n",
         b.seconds,
+        b.rounds,
         if b.args.smoke { " (--smoke: checks that it works, figures are not meaningful)" } else { "" },
         elapsed.as_secs_f64(),
         load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
