@@ -32,6 +32,10 @@ const FIXED_CONNS: u32 = 4096;
 /// A second fixed rate, below what this shared 2-core machine sustains
 /// with oha on it (50k saturates even hyper here when the cores are busy).
 const FIXED_RATE_LOW: u32 = 20_000;
+/// The connections of a third fixed-rate run, at [`FIXED_RATE`]: the same
+/// offered load over few connections, where oha and the server need far
+/// less CPU per request, so the machine is not saturated.
+const FIXED_FEW_CONNS: u32 = 64;
 /// Requests oha schedules in the first second of a fixed-rate run are left
 /// out of its steady-state percentiles: that second also opens the 4,096
 /// connections, and its tail is the connect burst (SYN queueing, a 1 s SYN
@@ -110,6 +114,11 @@ enum Metric {
     FixedLowP99,
     FixedLowP99Whole,
     FixedLowCpu,
+    FixedFewRps,
+    FixedFewP50,
+    FixedFewP99,
+    FixedFewP99Whole,
+    FixedFewCpu,
     H2Rps,
     H2P50,
     H2P99,
@@ -124,7 +133,7 @@ enum Metric {
 }
 
 impl Metric {
-    const ALL: [Metric; 25] = [
+    const ALL: [Metric; 30] = [
         Metric::H1Rps64,
         Metric::H1Rps1024,
         Metric::H1Rps4096,
@@ -139,6 +148,11 @@ impl Metric {
         Metric::FixedLowP99,
         Metric::FixedLowP99Whole,
         Metric::FixedLowCpu,
+        Metric::FixedFewRps,
+        Metric::FixedFewP50,
+        Metric::FixedFewP99,
+        Metric::FixedFewP99Whole,
+        Metric::FixedFewCpu,
         Metric::H2Rps,
         Metric::H2P50,
         Metric::H2P99,
@@ -168,6 +182,11 @@ impl Metric {
             Metric::FixedLowP99 => "  latency p99 (ms), 20k, after 1 s",
             Metric::FixedLowP99Whole => "  latency p99 (ms), 20k, whole run with the connects",
             Metric::FixedLowCpu => "  server CPU per request (us), 20k",
+            Metric::FixedFewRps => "offered 50k req/s, 64 conns: achieved req/s",
+            Metric::FixedFewP50 => "  latency p50 (ms), 50k over 64, after 1 s",
+            Metric::FixedFewP99 => "  latency p99 (ms), 50k over 64, after 1 s",
+            Metric::FixedFewP99Whole => "  latency p99 (ms), 50k over 64, whole run",
+            Metric::FixedFewCpu => "  server CPU per request (us), 50k over 64",
             Metric::H2Rps => "HTTP/2 req/s (h2load -c64 -m10)",
             Metric::H2P50 => "  HTTP/2 latency p50 (ms)",
             Metric::H2P99 => "  HTTP/2 latency p99 (ms)",
@@ -194,6 +213,10 @@ impl Metric {
                 | Metric::FixedLowP99
                 | Metric::FixedLowP99Whole
                 | Metric::FixedLowCpu
+                | Metric::FixedFewP50
+                | Metric::FixedFewP99
+                | Metric::FixedFewP99Whole
+                | Metric::FixedFewCpu
                 | Metric::H2P50
                 | Metric::H2P99
                 | Metric::SetupP50
@@ -214,6 +237,10 @@ impl Metric {
             | Metric::FixedLowP99Whole
             | Metric::FixedCpu
             | Metric::FixedLowCpu
+            | Metric::FixedFewP50
+            | Metric::FixedFewP99
+            | Metric::FixedFewP99Whole
+            | Metric::FixedFewCpu
             | Metric::H2P50
             | Metric::H2P99 => {
                 format!("{v:.2}")
@@ -494,7 +521,7 @@ impl Bench {
     /// the server process `pid` spent per answered request during the run:
     /// unlike latency on cores shared with oha, it hardly depends on what
     /// else the machine does.
-    fn oha(&mut self, addr: SocketAddr, pid: u32, rate: u32) -> [Cell; 5] {
+    fn oha(&mut self, addr: SocketAddr, pid: u32, rate: u32, conns: u32) -> [Cell; 5] {
         let oha = self.args.oha.clone();
         self.serial += 1;
         let db = self.work.join(format!("oha-{}.db", self.serial));
@@ -503,7 +530,7 @@ impl Bench {
             "-z".to_owned(),
             format!("{}s", self.seconds),
             "-c".to_owned(),
-            FIXED_CONNS.to_string(),
+            conns.to_string(),
             "-q".to_owned(),
             rate.to_string(),
             "--latency-correction".to_owned(),
@@ -814,6 +841,7 @@ enum Proc2 {
     H1Large,
     Fixed,
     FixedLow,
+    FixedFew,
     H2,
     H2Large,
     NewConn,
@@ -829,6 +857,7 @@ impl Proc2 {
             Proc2::H1Large => "h1-10k".into(),
             Proc2::Fixed => "fixed-50k".into(),
             Proc2::FixedLow => "fixed-20k".into(),
+            Proc2::FixedFew => "fixed-50k-64".into(),
             Proc2::H2 => "h2".into(),
             Proc2::H2Large => "h2-10k".into(),
             Proc2::NewConn => "newconn".into(),
@@ -840,7 +869,7 @@ impl Proc2 {
     fn applies_to_record(self) -> bool {
         !matches!(
             self,
-            Proc2::H1Large | Proc2::H2Large | Proc2::Ws | Proc2::FixedLow
+            Proc2::H1Large | Proc2::H2Large | Proc2::Ws | Proc2::FixedLow | Proc2::FixedFew
         )
     }
 }
@@ -1016,6 +1045,7 @@ pub fn run(args: RunArgs) {
         Proc2::H1Large,
         Proc2::Fixed,
         Proc2::FixedLow,
+        Proc2::FixedFew,
         Proc2::H2,
         Proc2::H2Large,
         Proc2::NewConn,
@@ -1126,7 +1156,7 @@ pub fn run(args: RunArgs) {
                 }
                 Proc2::FixedLow => {
                     let [rps, p50, p99, whole, cpu] =
-                        b.oha(served.addr, served.pid, FIXED_RATE_LOW);
+                        b.oha(served.addr, served.pid, FIXED_RATE_LOW, FIXED_CONNS);
                     vec![
                         (Metric::FixedLowRps, rps),
                         (Metric::FixedLowP50, p50),
@@ -1135,8 +1165,20 @@ pub fn run(args: RunArgs) {
                         (Metric::FixedLowCpu, cpu),
                     ]
                 }
+                Proc2::FixedFew => {
+                    let [rps, p50, p99, whole, cpu] =
+                        b.oha(served.addr, served.pid, FIXED_RATE, FIXED_FEW_CONNS);
+                    vec![
+                        (Metric::FixedFewRps, rps),
+                        (Metric::FixedFewP50, p50),
+                        (Metric::FixedFewP99, p99),
+                        (Metric::FixedFewP99Whole, whole),
+                        (Metric::FixedFewCpu, cpu),
+                    ]
+                }
                 Proc2::Fixed => {
-                    let [rps, p50, p99, whole, cpu] = b.oha(served.addr, served.pid, FIXED_RATE);
+                    let [rps, p50, p99, whole, cpu] =
+                        b.oha(served.addr, served.pid, FIXED_RATE, FIXED_CONNS);
                     vec![
                         (Metric::FixedRps, rps),
                         (Metric::FixedP50, p50),
@@ -1471,7 +1513,7 @@ fn report(b: &Bench, elapsed: Duration, load_before: &str, load_after: &str) -> 
         }
         s.push('\n');
         type Check = (&'static str, Metric, fn(f64, f64) -> bool);
-        let checks: [Check; 14] = [
+        let checks: [Check; 16] = [
             (
                 "floor: 10,000 new connections/s",
                 Metric::NewConns,
@@ -1495,6 +1537,16 @@ fn report(b: &Bench, elapsed: Duration, load_before: &str, load_after: &str) -> 
             (
                 "floor: p99 < 10 ms at 20k req/s (after 1 s)",
                 Metric::FixedLowP99,
+                |v, _| v < 10.0,
+            ),
+            (
+                "floor: p50 < 1 ms at 50k req/s over 64 conns (after 1 s)",
+                Metric::FixedFewP50,
+                |v, _| v < 1.0,
+            ),
+            (
+                "floor: p99 < 10 ms at 50k req/s over 64 conns (after 1 s)",
+                Metric::FixedFewP99,
                 |v, _| v < 10.0,
             ),
             ("floor: < 32 KB per connection", Metric::IdleKb, |v, _| {
