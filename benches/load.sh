@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ouli's load bench, side by side with a minimal hyper server.
 #
-#   benches/load.sh            # the full run (~12 min), writes benches/BENCHMARKS.md
+#   benches/load.sh            # the full run (~20 min after the builds), writes benches/BENCHMARKS.md
 #   benches/load.sh --smoke    # ~1 s per figure: checks that everything works
 #   benches/load.sh --only h1-64,h2 --seconds 5   # a subset (printed, not written)
 #
