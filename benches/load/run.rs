@@ -866,6 +866,48 @@ impl Proc2 {
         }
     }
 
+    /// A fixed-rate procedure's offered rate, its connections, and the
+    /// figures it fills: achieved rate, p50 and p99 after the warm-up, the
+    /// whole run's p99, and server CPU per request (what `Bench::oha`
+    /// returns, in that order).
+    fn fixed_rate(self) -> (u32, u32, [Metric; 5]) {
+        match self {
+            Proc2::FixedLow => (
+                FIXED_RATE_LOW,
+                FIXED_CONNS,
+                [
+                    Metric::FixedLowRps,
+                    Metric::FixedLowP50,
+                    Metric::FixedLowP99,
+                    Metric::FixedLowP99Whole,
+                    Metric::FixedLowCpu,
+                ],
+            ),
+            Proc2::FixedFew => (
+                FIXED_RATE,
+                FIXED_FEW_CONNS,
+                [
+                    Metric::FixedFewRps,
+                    Metric::FixedFewP50,
+                    Metric::FixedFewP99,
+                    Metric::FixedFewP99Whole,
+                    Metric::FixedFewCpu,
+                ],
+            ),
+            _ => (
+                FIXED_RATE,
+                FIXED_CONNS,
+                [
+                    Metric::FixedRps,
+                    Metric::FixedP50,
+                    Metric::FixedP99,
+                    Metric::FixedP99Whole,
+                    Metric::FixedCpu,
+                ],
+            ),
+        }
+    }
+
     fn applies_to_record(self) -> bool {
         !matches!(
             self,
@@ -1154,38 +1196,10 @@ pub fn run(args: RunArgs) {
                         b.wrk(served.addr, 64, "/", &["-s", &script]),
                     )]
                 }
-                Proc2::FixedLow => {
-                    let [rps, p50, p99, whole, cpu] =
-                        b.oha(served.addr, served.pid, FIXED_RATE_LOW, FIXED_CONNS);
-                    vec![
-                        (Metric::FixedLowRps, rps),
-                        (Metric::FixedLowP50, p50),
-                        (Metric::FixedLowP99, p99),
-                        (Metric::FixedLowP99Whole, whole),
-                        (Metric::FixedLowCpu, cpu),
-                    ]
-                }
-                Proc2::FixedFew => {
-                    let [rps, p50, p99, whole, cpu] =
-                        b.oha(served.addr, served.pid, FIXED_RATE, FIXED_FEW_CONNS);
-                    vec![
-                        (Metric::FixedFewRps, rps),
-                        (Metric::FixedFewP50, p50),
-                        (Metric::FixedFewP99, p99),
-                        (Metric::FixedFewP99Whole, whole),
-                        (Metric::FixedFewCpu, cpu),
-                    ]
-                }
-                Proc2::Fixed => {
-                    let [rps, p50, p99, whole, cpu] =
-                        b.oha(served.addr, served.pid, FIXED_RATE, FIXED_CONNS);
-                    vec![
-                        (Metric::FixedRps, rps),
-                        (Metric::FixedP50, p50),
-                        (Metric::FixedP99, p99),
-                        (Metric::FixedP99Whole, whole),
-                        (Metric::FixedCpu, cpu),
-                    ]
+                Proc2::Fixed | Proc2::FixedLow | Proc2::FixedFew => {
+                    let (rate, conns, metrics) = procedure.fixed_rate();
+                    let cells = b.oha(served.addr, served.pid, rate, conns);
+                    metrics.into_iter().zip(cells).collect()
                 }
                 Proc2::H2 => {
                     let [rps, p50, p99] = b.h2load(served.addr, None);
