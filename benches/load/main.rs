@@ -3,6 +3,7 @@
 //! subcommands are the pieces it starts (and can be run by hand).
 
 mod gen;
+mod pace;
 mod probes;
 mod run;
 mod servers;
@@ -70,6 +71,24 @@ enum Command {
         #[arg(long, default_value = "/bench")]
         path: String,
     },
+    /// Requests at a fixed rate over keep-alive connections (open loop,
+    /// latency from each request's scheduled time); prints one JSON line.
+    Pace {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/bench")]
+        path: String,
+        #[arg(long, default_value_t = 4096)]
+        conns: usize,
+        #[arg(long, default_value_t = 50_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Requests scheduled in these first seconds are left out of the
+        /// steady percentiles.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+    },
     /// The whole load bench (see load.sh).
     Run(run::RunArgs),
 }
@@ -124,6 +143,32 @@ fn main() {
                 us(s.overhead()),
                 us(s.connect_p50)
             );
+        }
+        Command::Pace {
+            addr,
+            path,
+            conns,
+            rate,
+            seconds,
+            warmup,
+        } => {
+            run::raise_nofile();
+            let opts = pace::PaceOptions {
+                addr,
+                path,
+                conns,
+                rate,
+                duration: Duration::from_secs_f64(seconds),
+                warmup: Duration::from_secs_f64(warmup),
+                drain: pace::DRAIN,
+            };
+            match pace::run(&opts) {
+                Ok(r) => println!("{}", r.into_json()),
+                Err(e) => {
+                    eprintln!("pace: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Run(args) => run::run(args),
     }
