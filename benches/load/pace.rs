@@ -86,8 +86,10 @@ pub struct PaceReport {
     pub steady_ns: Vec<u64>,
     /// Latencies (ns) of every answered request.
     pub all_ns: Vec<u64>,
-    /// How late requests went out when a connection was free (ns): the
-    /// generator's own pacing error, its p99.
+    /// How late requests went out after their scheduled time (ns), p99:
+    /// the pacing tick and the loop's own work, plus any wait for a free
+    /// connection (so it only isolates the generator when the server keeps
+    /// up).
     pub send_lag_p99_ns: u64,
     /// Seconds of CPU (user + system) this process used during the run.
     pub cpu_seconds: f64,
