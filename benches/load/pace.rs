@@ -285,21 +285,11 @@ pub fn run(opts: &PaceOptions) -> io::Result<PaceReport> {
                 Ok(n) if n == request.len() => {}
                 Ok(n) => {
                     c.unsent = request.len() - n;
-                    epoll::modify(
-                        &poll,
-                        c.stream.as_fd(),
-                        epoll::EventData::new_u64(i as u64),
-                        epoll::EventFlags::IN | epoll::EventFlags::OUT,
-                    )?;
+                    watch(&poll, c, i, true)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.unsent = request.len();
-                    epoll::modify(
-                        &poll,
-                        c.stream.as_fd(),
-                        epoll::EventData::new_u64(i as u64),
-                        epoll::EventFlags::IN | epoll::EventFlags::OUT,
-                    )?;
+                    watch(&poll, c, i, true)?;
                 }
                 Err(e) => {
                     // The server broke it while it was idle: this request
@@ -364,12 +354,7 @@ pub fn run(opts: &PaceOptions) -> io::Result<PaceReport> {
                     }
                 }
                 if c.unsent == 0 {
-                    epoll::modify(
-                        &poll,
-                        c.stream.as_fd(),
-                        epoll::EventData::new_u64(i as u64),
-                        epoll::EventFlags::IN,
-                    )?;
+                    watch(&poll, c, i, false)?;
                 }
             }
             if !flags
@@ -424,6 +409,22 @@ pub fn run(opts: &PaceOptions) -> io::Result<PaceReport> {
         .copied()
         .unwrap_or(0);
     Ok(report)
+}
+
+/// Sets what epoll reports for connection `i`: always its answers, and
+/// room to write while part of a request is still unsent.
+fn watch(poll: &impl AsFd, c: &Conn, i: usize, unsent: bool) -> io::Result<()> {
+    let mut flags = epoll::EventFlags::IN;
+    if unsent {
+        flags |= epoll::EventFlags::OUT;
+    }
+    epoll::modify(
+        poll,
+        c.stream.as_fd(),
+        epoll::EventData::new_u64(i as u64),
+        flags,
+    )?;
+    Ok(())
 }
 
 /// Counts one request that got no answer, keeping the first reason.

@@ -274,6 +274,14 @@ struct Cell {
 }
 
 impl Cell {
+    /// `N` figures that could not be taken, each saying why.
+    fn failed<const N: usize>(why: String) -> [Cell; N] {
+        std::array::from_fn(|_| Cell {
+            value: f64::NAN,
+            note: Some(why.clone()),
+        })
+    }
+
     /// The better of two rounds' figures; a note from either stays, so a
     /// figure with errors in any round never passes a check.
     fn best_with(self, other: Cell, lower_is_better: bool) -> Cell {
@@ -539,13 +547,7 @@ impl Bench {
                 let [rps, p50, p99, whole] = cells;
                 [rps, p50, p99, whole, cpu]
             }
-            Err(e) => {
-                let c = Cell {
-                    value: f64::NAN,
-                    note: Some(e),
-                };
-                [c.clone(), c.clone(), c.clone(), c.clone(), c]
-            }
+            Err(e) => Cell::failed(e),
         }
     }
 
@@ -590,13 +592,7 @@ impl Bench {
                 let cpu = cpu_per_answer(pid, cpu_before, cpu_after, answered as u64, &rps);
                 [rps, p50, p99, whole, cpu]
             }
-            Err(e) => {
-                let c = Cell {
-                    value: f64::NAN,
-                    note: Some(e),
-                };
-                [c.clone(), c.clone(), c.clone(), c.clone(), c]
-            }
+            Err(e) => Cell::failed(e),
         }
     }
 
@@ -624,13 +620,7 @@ impl Bench {
         let _ = std::fs::remove_file(&log);
         match result {
             Ok(cells) => cells,
-            Err(e) => {
-                let c = Cell {
-                    value: f64::NAN,
-                    note: Some(e),
-                };
-                [c.clone(), c.clone(), c]
-            }
+            Err(e) => Cell::failed(e),
         }
     }
 }
@@ -657,13 +647,7 @@ fn parse_wrk(out: &str) -> Cell {
 }
 
 fn parse_oha(out: &str, db: &Path, warmup: f64) -> ([Cell; 4], usize) {
-    let fail = |why: String| {
-        let c = Cell {
-            value: f64::NAN,
-            note: Some(why),
-        };
-        ([c.clone(), c.clone(), c.clone(), c], 0)
-    };
+    let fail = |why: String| (Cell::failed(why), 0);
     let start = out.find('{').unwrap_or(0);
     // oha's JSON report, followed (with `--db-url`) by a line on stderr.
     let first = serde_json::Deserializer::from_str(&out[start..])
