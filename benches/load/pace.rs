@@ -578,6 +578,35 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_over_the_limit_is_an_error_not_a_bigger_buffer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {MAX_ANSWER_BYTES}\r\n\r\n");
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&vec![b'x'; MAX_ANSWER_BYTES]);
+            s
+        });
+        let mut c = Conn {
+            stream: connect(addr).expect("connect"),
+            out: Some(Instant::now()),
+            unsent: 0,
+            answer: Vec::new(),
+        };
+        let _keep_open = server.join().expect("server");
+        let why = loop {
+            match read_answer(&mut c) {
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                Ok(Some(status)) => panic!("a whole answer ({status}) over the limit"),
+                Err(why) => break why,
+            }
+        };
+        assert!(why.contains("an answer over"), "{why}");
+        assert!(c.answer.len() <= MAX_ANSWER_BYTES);
+    }
+
+    #[test]
     fn quantiles_are_nearest_rank() {
         let mut ns: Vec<u64> = (1..=100).rev().map(|v| v * 1_000_000).collect();
         assert_eq!(quantile_ms(&mut ns, 0.5), 50.0);
