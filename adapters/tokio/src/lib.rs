@@ -23,10 +23,10 @@
 
 use ouli_adapter_common::runtime::Runtime;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Tokio as a [`Runtime`]: the proxy runs on the current Tokio runtime
@@ -70,7 +70,29 @@ impl Runtime for Tokio {
     }
 
     fn try_read(socket: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-        socket.try_read(buf)
+        // A short read means the socket's receive queue was empty when the
+        // read returned, so readiness is cleared now, as Tokio's own
+        // `poll_read` does. `TcpStream::try_read` clears it only on
+        // `WouldBlock`, which cost a second `recv` (and a turn of the
+        // connection's driver) per request: the next `readable()` would
+        // answer at once and that `recv` would find nothing.
+        // `try_io` clears readiness when its closure says `WouldBlock`, and
+        // only if no new readiness arrived meanwhile (it compares ticks), so
+        // bytes that arrive after this read still wake the connection.
+        let mut short = None;
+        let len = buf.len();
+        let read = socket.try_io(Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(socket)).read(&mut *buf)?;
+            if 0 < n && n < len {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match short {
+            Some(n) => Ok(n),
+            None => read,
+        }
     }
 
     async fn write_all(socket: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
