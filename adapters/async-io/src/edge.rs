@@ -47,19 +47,29 @@ struct Direction {
     edges: AtomicU64,
     /// The task waiting for the next edge, if any.
     waker: AtomicWaker,
+    /// This direction is finished for good (read: the peer sent its FIN,
+    /// or the socket hung up or failed; write: hung up or failed). Every
+    /// wait ends at once, and the read or write says what happened. A
+    /// peer's FIN does not finish the write side: the peer may still be
+    /// reading, and a writer waiting for room must keep waiting.
+    closed: AtomicBool,
 }
 
 impl Direction {
-    fn edge(&self) {
+    fn edge(&self, closed: bool) {
+        if closed {
+            self.closed.store(true, Ordering::Release);
+        }
         self.edges.fetch_add(1, Ordering::AcqRel);
         self.waker.wake();
     }
 
-    /// Ready once the edge count differs from `drained_at`, or the socket
-    /// hung up or failed.
-    fn poll_changed(&self, drained_at: u64, closed: &AtomicBool, cx: &mut Context<'_>) -> Poll<()> {
-        let changed =
-            || self.edges.load(Ordering::Acquire) != drained_at || closed.load(Ordering::Acquire);
+    /// Ready once the edge count differs from `drained_at`, or the
+    /// direction is closed.
+    fn poll_changed(&self, drained_at: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let changed = || {
+            self.edges.load(Ordering::Acquire) != drained_at || self.closed.load(Ordering::Acquire)
+        };
         if changed() {
             return Poll::Ready(());
         }
@@ -77,8 +87,6 @@ impl Direction {
 struct Readiness {
     read: Direction,
     write: Direction,
-    /// The peer hung up or the socket failed: every wait ends at once.
-    closed: AtomicBool,
 }
 
 /// A slot of the registry: which socket an event's key names. The
@@ -189,14 +197,12 @@ impl Registry {
                 continue;
             };
             let flags = event.flags;
-            if flags.intersects(F::HUP | F::ERR | F::RDHUP) {
-                readiness.closed.store(true, Ordering::Release);
+            let failed = flags.intersects(F::HUP | F::ERR);
+            if failed || flags.intersects(F::IN | F::PRI | F::RDHUP) {
+                readiness.read.edge(failed || flags.contains(F::RDHUP));
             }
-            if flags.intersects(F::IN | F::PRI | F::RDHUP | F::HUP | F::ERR) {
-                readiness.read.edge();
-            }
-            if flags.intersects(F::OUT | F::HUP | F::ERR) {
-                readiness.write.edge();
+            if failed || flags.contains(F::OUT) {
+                readiness.write.edge(failed);
             }
         }
     }
@@ -320,10 +326,7 @@ impl EdgeStream {
     pub fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         poll_fn(move |cx| {
             let drained_at = self.read_drained_at.load(Ordering::Acquire);
-            self.readiness
-                .read
-                .poll_changed(drained_at, &self.readiness.closed, cx)
-                .map(Ok)
+            self.readiness.read.poll_changed(drained_at, cx).map(Ok)
         })
     }
 
@@ -350,8 +353,8 @@ impl EdgeStream {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => rest = &rest[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let readiness = &self.readiness;
-                    poll_fn(|cx| readiness.write.poll_changed(edges, &readiness.closed, cx)).await;
+                    let write = &self.readiness.write;
+                    poll_fn(|cx| write.poll_changed(edges, cx)).await;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -412,20 +415,46 @@ mod tests {
             old_key,
         )]);
         assert_eq!(readiness.read.edges.load(Ordering::Acquire), 0);
-        assert!(!readiness.closed.load(Ordering::Acquire));
+        assert!(!readiness.read.closed.load(Ordering::Acquire));
 
         registry.dispatch(&[event(epoll::EventFlags::IN, new_key)]);
         assert_eq!(readiness.read.edges.load(Ordering::Acquire), 1);
         assert_eq!(readiness.write.edges.load(Ordering::Acquire), 0);
         registry.dispatch(&[event(epoll::EventFlags::OUT, new_key)]);
         assert_eq!(readiness.write.edges.load(Ordering::Acquire), 1);
-        assert!(!readiness.closed.load(Ordering::Acquire));
+        assert!(!readiness.read.closed.load(Ordering::Acquire));
+        assert!(!readiness.write.closed.load(Ordering::Acquire));
         registry.dispatch(&[event(epoll::EventFlags::ERR, new_key)]);
-        assert!(readiness.closed.load(Ordering::Acquire));
+        assert!(readiness.read.closed.load(Ordering::Acquire));
+        assert!(readiness.write.closed.load(Ordering::Acquire));
         assert_eq!(readiness.read.edges.load(Ordering::Acquire), 2);
         assert_eq!(readiness.write.edges.load(Ordering::Acquire), 2);
         registry.deregister(new_key, &second);
         assert_eq!(registry.slots().free.len(), 1);
+    }
+
+    /// A peer's FIN ends read waits for good, but not write waits: the
+    /// peer may still drain what we send, and a writer that took it for a
+    /// closed socket would spin on `WouldBlock` until it did.
+    #[test]
+    fn a_fin_finishes_reading_but_not_writing() {
+        let registry = Registry::new().unwrap();
+        let (_client, server) = connected_pair();
+        let (key, readiness) = registry.register(&server).unwrap();
+        registry.dispatch(&[event(
+            epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::RDHUP,
+            key,
+        )]);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let read_edges = readiness.read.edges.load(Ordering::Acquire);
+        let write_edges = readiness.write.edges.load(Ordering::Acquire);
+        assert!(readiness.read.poll_changed(read_edges, &mut cx).is_ready());
+        assert!(readiness
+            .write
+            .poll_changed(write_edges, &mut cx)
+            .is_pending());
+        registry.deregister(key, &server);
     }
 
     /// Keys that name no slot at all (out of range) are ignored.

@@ -230,6 +230,32 @@ mod stream_tests {
                     assert_eq!(reader.join().unwrap(), data);
                 }
 
+                /// A peer that shut down its sending side still reads: a
+                /// large answer waits for room and arrives whole.
+                #[test]
+                fn a_half_closed_peer_still_gets_a_large_answer() {
+                    const BYTES: usize = 4 << 20;
+                    let listener = listener();
+                    let addr = listener.get_ref().local_addr().unwrap();
+                    let reader = std::thread::spawn(move || {
+                        let mut c = TcpStream::connect(addr).unwrap();
+                        c.write_all(b"request").unwrap();
+                        c.shutdown(Shutdown::Write).unwrap();
+                        std::thread::sleep(Duration::from_millis(100));
+                        let mut all = Vec::new();
+                        c.read_to_end(&mut all).unwrap();
+                        all
+                    });
+                    let data: Vec<u8> = (0..BYTES).map(|i| (i % 13) as u8).collect();
+                    async_io::block_on(async {
+                        let mut s = Stream::accept::<ThreadSpawner>(&listener).await.unwrap();
+                        assert_eq!(read_to_end!(s).await.unwrap(), b"request");
+                        s.write_all(&data).await.unwrap();
+                        s.get_ref().shutdown(Shutdown::Write).unwrap();
+                    });
+                    assert_eq!(reader.join().unwrap(), data);
+                }
+
                 /// Request and answer on many connections at once, more
                 /// than one batch of events; then each peer hangs up.
                 #[test]
