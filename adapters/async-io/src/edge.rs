@@ -457,6 +457,36 @@ mod tests {
         registry.deregister(key, &server);
     }
 
+    /// More sockets with news than one batch holds: the first take is a
+    /// full batch (the driver then yields and takes again), the second
+    /// takes the rest, and every socket got its edge.
+    #[test]
+    fn events_past_one_batch_are_taken_in_the_next() {
+        const SOCKETS: usize = EVENTS_PER_BATCH + 44;
+        let registry = Registry::new().unwrap();
+        let pairs: Vec<(TcpStream, TcpStream)> = (0..SOCKETS).map(|_| connected_pair()).collect();
+        let registered: Vec<(u64, Arc<Readiness>)> = pairs
+            .iter()
+            .map(|(_, server)| registry.register(server).unwrap())
+            .collect();
+        // Drop the events the registrations queued (a fresh socket is
+        // writable), then give every socket something to read.
+        while registry.take_batch() > 0 {}
+        for (client, _) in &pairs {
+            (&*client).write_all(b"x").unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(registry.take_batch(), EVENTS_PER_BATCH);
+        assert_eq!(registry.take_batch(), SOCKETS - EVENTS_PER_BATCH);
+        assert_eq!(registry.take_batch(), 0);
+        for (_, readiness) in &registered {
+            assert_eq!(readiness.read.edges.load(Ordering::Acquire), 1);
+        }
+        for ((key, _), (_, server)) in registered.iter().zip(&pairs) {
+            registry.deregister(*key, server);
+        }
+    }
+
     /// Keys that name no slot at all (out of range) are ignored.
     #[test]
     fn a_key_out_of_range_is_ignored() {
