@@ -8,10 +8,10 @@
 //! itself is a plain non-blocking `read` into a pooled buffer.
 //!
 //! On Linux, connected sockets use edge-triggered readiness of our own
-//! ([`edge`]), layered on async-io (which still blocks, keeps the timers and
+//! (`edge.rs`), layered on async-io (which still blocks, keeps the timers and
 //! watches the listeners): async-io's one-shot registration costs an
 //! `epoll_ctl` per wait, so one per keep-alive request. Elsewhere they are
-//! plain async-io sources ([`portable`]).
+//! plain async-io sources (`portable.rs`).
 #![deny(missing_docs)]
 
 #[cfg(target_os = "linux")]

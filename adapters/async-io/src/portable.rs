@@ -1,5 +1,5 @@
 //! Sockets on async-io's own (one-shot) readiness: the backend where the
-//! edge-triggered one ([`crate::edge`], Linux) is not built. Compiled in
+//! edge-triggered one (`edge.rs`, Linux) is not built. Compiled in
 //! tests on Linux too, so it cannot rot unseen.
 
 use crate::Spawner;
