@@ -82,6 +82,41 @@ async fn config_typo_exits_2_naming_file_and_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_forwarding_to_itself_exits_2_naming_it() {
+    let tmp = TempDir::new("selfloop");
+    let config = tmp.join("ouli-loop.toml");
+    // A port free a moment ago; the proxy binds it and must refuse to
+    // forward to it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text =
+        config_toml(port, "", "").replace("source_port = 0", &format!("source_port = {port}"));
+    std::fs::write(&config, &text).unwrap();
+    for mode in ["record", "auto"] {
+        let out = match OuliProcess::spawn(mode, &config, &tmp.recordings()).await {
+            Ok(p) => panic!("ouli {mode} started forwarding to itself (on {})", p.addr),
+            Err(out) => out,
+        };
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(
+            out.stderr.contains(&format!(
+                "endpoint 127.0.0.1:{port} forwards to its own listening address"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+    // Replay never connects upstream: the same config serves.
+    let p = OuliProcess::spawn("replay", &config, &tmp.recordings())
+        .await
+        .unwrap_or_else(|out| panic!("replay refused the config: {}", out.stderr));
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_config_file_exits_2_naming_it() {
     let tmp = TempDir::new("noconfig");
     let config = tmp.join("does-not-exist.toml");

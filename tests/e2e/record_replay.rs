@@ -295,8 +295,8 @@ async fn large_chunks_keep_their_boundaries_on_replay() {
 async fn record_with_the_upstream_down_answers_502() {
     let tmp = TempDir::new("down");
     let dir = tmp.recordings();
-    let port = crate::support::closed_port().await;
-    let proxy = start_proxy(Mode::Record, &dir, port).await;
+    let closed = crate::support::closed_port();
+    let proxy = start_proxy(Mode::Record, &dir, closed.port).await;
     let mut c = Client::connect(proxy.addr()).await;
     let r = c
         .request(&test_request("down", "GET", "/x", &[], b""))

@@ -318,9 +318,14 @@ mod stream_tests {
                 /// carries bytes both ways.
                 #[test]
                 fn connect_fails_cleanly_or_carries_bytes() {
-                    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-                    let closed_addr = closed.local_addr().unwrap();
-                    drop(closed);
+                    // Bound, never listening: connections are refused, and
+                    // no other test can be handed the port meanwhile.
+                    let closed =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                            .unwrap();
+                    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+                    closed.bind(&any_port.into()).unwrap();
+                    let closed_addr = closed.local_addr().unwrap().as_socket().unwrap();
                     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                     let addr = listener.local_addr().unwrap();
                     let server = std::thread::spawn(move || {

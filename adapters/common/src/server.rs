@@ -12,7 +12,7 @@ use crate::recording_dir::{LoadError, RecordingDir};
 use crate::runtime::Runtime;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::sync::{race, Gauge, Latch};
-use crate::tcp::{bind_listener, TcpTuning};
+use crate::tcp::{bind_listener, literal_addr, TcpTuning};
 use crate::tls::{ListenerTls, LocalCa, UpstreamTls};
 use crate::upstream::{InFlightLimit, UpstreamPool};
 use ouli_core::engine::{ReplayIndex, TestUsage};
@@ -20,7 +20,7 @@ use ouli_core::proxy::{Mode, ProxySettings};
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -83,6 +83,13 @@ pub enum StartError {
     /// The recording writer's thread could not be started (record and auto
     /// modes).
     RecordWriter(io::Error),
+    /// An endpoint's upstream is its own listening address (record and auto
+    /// modes): every forwarded request would come back in and be forwarded
+    /// again, until the in-flight limit answered 503.
+    ForwardsToItself {
+        /// The endpoint's listening address (as bound).
+        addr: SocketAddr,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -94,6 +101,11 @@ impl std::fmt::Display for StartError {
             StartError::RecordWriter(e) => {
                 write!(f, "cannot start the thread that writes recordings: {e}")
             }
+            StartError::ForwardsToItself { addr } => write!(
+                f,
+                "endpoint {addr} forwards to its own listening address: its target_host and \
+                 target_port must name the upstream, not Ouli"
+            ),
         }
     }
 }
@@ -271,6 +283,15 @@ impl<R: Runtime> ProxyBuilder<R> {
                     addr: endpoint.source_addr(),
                     source,
                 })?;
+            if self.mode != Mode::Replay {
+                let bound = R::local_addr(&listener).map_err(|source| StartError::Bind {
+                    addr: endpoint.source_addr(),
+                    source,
+                })?;
+                if forwards_to(bound, &endpoint.target_host, endpoint.target_port) {
+                    return Err(StartError::ForwardsToItself { addr: bound });
+                }
+            }
             let endpoint = Arc::new(Endpoint::new(
                 &config,
                 endpoint,
@@ -287,6 +308,39 @@ impl<R: Runtime> ProxyBuilder<R> {
             local_ca: local_ca.map(Arc::new),
         })
     }
+}
+
+/// Whether `target_host:target_port` names the listener bound at `bound`:
+/// the same port, and the same address, or a loopback or unspecified
+/// address of the same family when it listens on every address (an
+/// unspecified destination means this host). A listener on 127.0.0.1 does
+/// not take connections to 127.0.0.2, so other loopback addresses are not
+/// a loop. Host names other than `localhost` are not resolved here (that
+/// would block), nor are this host's other interface addresses listed.
+fn forwards_to(bound: SocketAddr, target_host: &str, target_port: u16) -> bool {
+    if bound.port() != target_port {
+        return false;
+    }
+    let target_ips: Vec<IpAddr> = if target_host.eq_ignore_ascii_case("localhost") {
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from(Ipv6Addr::LOCALHOST),
+        ]
+    } else {
+        match literal_addr(target_host, target_port) {
+            Some(addr) => vec![addr.ip()],
+            None => return false,
+        }
+    };
+    let listen = bound.ip();
+    target_ips.iter().any(|&target| {
+        let same_family = listen.is_ipv4() == target.is_ipv4();
+        target == listen
+            || (same_family
+                && listen.is_unspecified()
+                && (target.is_loopback() || target.is_unspecified()))
+            || (same_family && target.is_unspecified() && listen.is_loopback())
+    })
 }
 
 /// A proxy whose listeners are bound; [`BoundProxy::run`] serves.
@@ -611,4 +665,38 @@ macro_rules! adapter_types {
         /// The name of this runtime, as the `ouli` binary reports it.
         pub const RUNTIME_NAME: &str = $name;
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwards_to;
+
+    #[test]
+    fn an_upstream_at_the_listening_address_is_a_loop() {
+        let at = |s: &str| s.parse().unwrap();
+        assert!(forwards_to(at("127.0.0.1:8080"), "127.0.0.1", 8080));
+        assert!(forwards_to(at("127.0.0.1:8080"), "localhost", 8080));
+        assert!(forwards_to(at("127.0.0.1:8080"), "LOCALHOST", 8080));
+        assert!(forwards_to(at("[::1]:8080"), "::1", 8080));
+        assert!(forwards_to(at("[::1]:8080"), "[::1]", 8080));
+        assert!(forwards_to(at("[::1]:8080"), "localhost", 8080));
+        assert!(forwards_to(at("0.0.0.0:8080"), "127.0.0.1", 8080));
+        assert!(forwards_to(at("0.0.0.0:8080"), "127.0.0.9", 8080));
+        assert!(forwards_to(at("0.0.0.0:8080"), "0.0.0.0", 8080));
+        assert!(forwards_to(at("127.0.0.1:8080"), "0.0.0.0", 8080));
+        assert!(forwards_to(at("10.1.2.3:8080"), "10.1.2.3", 8080));
+        assert!(forwards_to(at("[::]:8080"), "::1", 8080));
+    }
+
+    #[test]
+    fn other_ports_addresses_and_names_are_not_a_loop() {
+        let at = |s: &str| s.parse().unwrap();
+        assert!(!forwards_to(at("127.0.0.1:8080"), "127.0.0.1", 8081));
+        // A listener on 127.0.0.1 does not take connections to 127.0.0.2.
+        assert!(!forwards_to(at("127.0.0.1:8080"), "127.0.0.2", 8080));
+        assert!(!forwards_to(at("127.0.0.1:8080"), "::1", 8080));
+        assert!(!forwards_to(at("0.0.0.0:8080"), "::1", 8080));
+        assert!(!forwards_to(at("10.1.2.3:8080"), "127.0.0.1", 8080));
+        assert!(!forwards_to(at("127.0.0.1:443"), "api.example.com", 443));
+    }
 }

@@ -113,10 +113,27 @@ pub async fn stop_proxy(proxy: TestProxy) -> RunSummary {
     io_timeout_for(Duration::from_secs(20), "stop the proxy", proxy.stop()).await
 }
 
-/// A port with nothing listening (bound then released).
-pub async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+/// A port where connections are refused, held for as long as the value
+/// lives: a socket bound to it that never listens. (A port bound and then
+/// released can be handed out again at once, even as the proxy's own
+/// listening port: the proxy then forwarded to itself until its in-flight
+/// limit answered 503.)
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    /// The port.
+    pub port: u16,
+}
+
+/// See [`ClosedPort`].
+pub fn closed_port() -> ClosedPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any_port.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    ClosedPort {
+        _socket: socket,
+        port,
+    }
 }
 
 /// Every regular file under `dir`, recursively.
