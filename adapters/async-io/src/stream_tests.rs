@@ -25,6 +25,26 @@ fn listener() -> Async<TcpListener> {
     Async::new(TcpListener::bind("127.0.0.1:0").unwrap()).unwrap()
 }
 
+/// A client of `addr` that first sends `request` and shuts down its
+/// sending side (if given), then waits 100 ms, so a writer on the other end
+/// meets a full buffer, and then reads to the end.
+fn slow_reader(
+    addr: std::net::SocketAddr,
+    request: Option<&'static [u8]>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        if let Some(request) = request {
+            c.write_all(request).unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        all
+    })
+}
+
 /// Reads with `readable` + `try_read` until the end of the stream, the
 /// way the proxy's driver does.
 macro_rules! read_to_end {
@@ -111,14 +131,7 @@ macro_rules! stream_tests {
                 const BYTES: usize = 8 << 20;
                 let listener = listener();
                 let addr = listener.get_ref().local_addr().unwrap();
-                let reader = std::thread::spawn(move || {
-                    let mut c = TcpStream::connect(addr).unwrap();
-                    // Slow at first, so the writer meets a full buffer.
-                    std::thread::sleep(Duration::from_millis(100));
-                    let mut all = Vec::new();
-                    c.read_to_end(&mut all).unwrap();
-                    all
-                });
+                let reader = slow_reader(addr, None);
                 let data: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
                 async_io::block_on(async {
                     let mut s = Stream::accept::<ThreadSpawner>(&listener).await.unwrap();
@@ -135,15 +148,7 @@ macro_rules! stream_tests {
                 const BYTES: usize = 4 << 20;
                 let listener = listener();
                 let addr = listener.get_ref().local_addr().unwrap();
-                let reader = std::thread::spawn(move || {
-                    let mut c = TcpStream::connect(addr).unwrap();
-                    c.write_all(b"request").unwrap();
-                    c.shutdown(Shutdown::Write).unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
-                    let mut all = Vec::new();
-                    c.read_to_end(&mut all).unwrap();
-                    all
-                });
+                let reader = slow_reader(addr, Some(b"request"));
                 let data: Vec<u8> = (0..BYTES).map(|i| (i % 13) as u8).collect();
                 async_io::block_on(async {
                     let mut s = Stream::accept::<ThreadSpawner>(&listener).await.unwrap();
