@@ -83,37 +83,49 @@ async fn config_typo_exits_2_naming_file_and_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_forwarding_to_itself_exits_2_naming_it() {
+    /// Attempts before giving up: the port is free when picked, but another
+    /// test may bind it before ouli does ("cannot listen"), and then the
+    /// attempt says nothing about the loop check.
+    const ATTEMPTS: usize = 5;
     let tmp = TempDir::new("selfloop");
     let config = tmp.join("ouli-loop.toml");
-    // A port free a moment ago; the proxy binds it and must refuse to
-    // forward to it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text =
-        config_toml(port, "", "").replace("source_port = 0", &format!("source_port = {port}"));
-    std::fs::write(&config, &text).unwrap();
-    for mode in ["record", "auto"] {
-        let out = match OuliProcess::spawn(mode, &config, &tmp.recordings()).await {
-            Ok(p) => panic!("ouli {mode} started forwarding to itself (on {})", p.addr),
-            Err(out) => out,
-        };
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        assert!(
-            out.stderr.contains(&format!(
-                "endpoint 127.0.0.1:{port} forwards to its own listening address"
-            )),
-            "{}",
-            out.stderr
-        );
+    let says_in_use =
+        |out: &crate::support::process::Finished| out.stderr.contains("cannot listen");
+    'attempt: for _ in 0..ATTEMPTS {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text =
+            config_toml(port, "", "").replace("source_port = 0", &format!("source_port = {port}"));
+        std::fs::write(&config, &text).unwrap();
+        for mode in ["record", "auto"] {
+            let out = match OuliProcess::spawn(mode, &config, &tmp.recordings()).await {
+                Ok(p) => panic!("ouli {mode} started forwarding to itself (on {})", p.addr),
+                Err(out) if says_in_use(&out) => continue 'attempt,
+                Err(out) => out,
+            };
+            assert_eq!(out.status.code(), Some(2), "{out:?}");
+            assert!(
+                out.stderr.contains(&format!(
+                    "endpoint 127.0.0.1:{port} forwards to its own listening address"
+                )),
+                "{}",
+                out.stderr
+            );
+        }
+        // Replay never connects upstream: the same config serves.
+        match OuliProcess::spawn("replay", &config, &tmp.recordings()).await {
+            Ok(p) => {
+                drop(p);
+                return;
+            }
+            Err(out) if says_in_use(&out) => continue 'attempt,
+            Err(out) => panic!("replay refused the config: {}", out.stderr),
+        }
     }
-    // Replay never connects upstream: the same config serves.
-    let p = OuliProcess::spawn("replay", &config, &tmp.recordings())
-        .await
-        .unwrap_or_else(|out| panic!("replay refused the config: {}", out.stderr));
-    drop(p);
+    panic!("no free port stayed free for {ATTEMPTS} attempts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,7 +265,11 @@ async fn yield_now() {
 static REGISTRY: OnceLock<Result<Registry, String>> = OnceLock::new();
 static DRIVER: Once = Once::new();
 
-/// The registry, its driver spawned with `S` on first use.
+/// The registry, its driver spawned with `S` on first use. There is one
+/// registry and one driver per process: the driver runs for the life of the
+/// process on the executor of the first adapter that registered a socket
+/// (smol's and async-std's executors both run until the process exits, so
+/// a process serving with both is served by one driver).
 fn registry<S: Spawner>() -> io::Result<&'static Registry> {
     let registry = REGISTRY
         .get_or_init(|| Registry::new().map_err(|e| format!("cannot create an epoll: {e}")))
@@ -488,6 +492,16 @@ mod tests {
     }
 
     /// Keys that name no slot at all (out of range) are ignored.
+    /// What one idle connection adds to the registry (BENCHMARKS.md quotes
+    /// it): its `Readiness` behind an `Arc`, and a slot.
+    #[test]
+    fn a_registration_is_small() {
+        let readiness = std::mem::size_of::<Readiness>();
+        let slot = std::mem::size_of::<Slot>();
+        println!("Readiness {readiness} bytes, Slot {slot} bytes");
+        assert!(readiness <= 96 && slot <= 16, "{readiness} {slot}");
+    }
+
     #[test]
     fn a_key_out_of_range_is_ignored() {
         let registry = Registry::new().unwrap();

@@ -13,11 +13,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 pub struct PortableStream(Async<TcpStream>);
 
 impl PortableStream {
-    /// Registers `stream` (made non-blocking here) with async-io.
-    pub fn new<S: Spawner>(stream: TcpStream) -> io::Result<Self> {
-        Async::new(stream).map(Self)
-    }
-
     /// Accepts the next connection of `listener`.
     pub async fn accept<S: Spawner>(listener: &Async<TcpListener>) -> io::Result<Self> {
         listener.accept().await.map(|(socket, _peer)| Self(socket))
